@@ -1,0 +1,271 @@
+"""Original ICMLM checkpoints → zoo weight folders (``model.safetensors`` + timm ``config.json`` + model card).
+
+The NAVER release is a ``torch.save`` dict whose visual trunk sits under ``"cnn"`` with torchvision ResNet-50
+key names (``module.`` prefixes possible; other keys belong to the text side and are not needed). Checkpoints
+are read with ``torch.load(weights_only=True)`` only: a pickle that tries to run code is refused.
+"""
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from .errors import ConversionError
+from .manifest import load_manifest
+
+# keys under which a checkpoint may keep the visual trunk, tried in order when none is named
+TRUNK_KEYS = ("cnn", "backbone", "visual", "state_dict", "model")
+# classifier weights a trunk may carry; a head-less backbone drops them (and says so)
+HEAD_PREFIXES = ("fc.", "classifier.", "head.")
+
+
+def load_checkpoint(path: str | Path) -> Any:
+    """Read a checkpoint safely (tensors and plain containers only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConversionError(f"Checkpoint {path} does not exist.")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        return load_file(str(path))
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ConversionError(
+            f"Refusing to load {path}: it is not a plain tensor checkpoint (torch.load(weights_only=True) said: "
+            f"{str(e).splitlines()[0]}). Loading it fully could run arbitrary code; if you trust its origin, "
+            f"re-save its tensors with torch.save(state_dict) and convert that file.") from e
+    except (RuntimeError, EOFError, OSError) as e:
+        raise ConversionError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {e}") from e
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def _strip_prefix(sd: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    if all(k.startswith(prefix) for k in sd):
+        return {k[len(prefix):]: v for k, v in sd.items()}
+    return dict(sd)
+
+
+def extract_trunk(checkpoint: Any, trunk_key: str | None = None) -> dict[str, torch.Tensor]:
+    """The visual trunk's state dict inside ``checkpoint``, with ``module.`` (DataParallel) prefixes removed."""
+    if _is_state_dict(checkpoint) and trunk_key is None:
+        sd = dict(checkpoint)
+    else:
+        if not isinstance(checkpoint, Mapping):
+            raise ConversionError(f"Expected a dict checkpoint, got {type(checkpoint).__name__}.")
+        keys = [trunk_key] if trunk_key else [k for k in TRUNK_KEYS if k in checkpoint]
+        found = [k for k in keys if k in checkpoint and _is_state_dict(checkpoint[k])]
+        if not found:
+            raise ConversionError(
+                f"No visual trunk found in the checkpoint (looked under {keys or list(TRUNK_KEYS)}; its top-level "
+                f"keys are {sorted(map(str, checkpoint))[:20]}). Name the key with --trunk-key.")
+        sd = dict(checkpoint[found[0]])
+    while any(k.startswith("module.") for k in sd):
+        sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
+    for prefix in ("cnn.", "backbone.", "visual.", "trunk."):
+        sd = _strip_prefix(sd, prefix)
+    return sd
+
+
+def match_to_model(trunk: Mapping[str, torch.Tensor], model: torch.nn.Module) -> tuple[dict, list[str]]:
+    """Check ``trunk`` against ``model``'s keys and shapes strictly; return the state dict and notes.
+
+    Classifier weights (``fc.*``, ``classifier.*``) are dropped and named in the notes; missing BatchNorm
+    ``num_batches_tracked`` counters are filled with zeros and named. Any other missing or unexpected key, or a
+    shape mismatch, raises with every offending name.
+    """
+    expected = model.state_dict()
+    notes: list[str] = []
+    sd = dict(trunk)
+    dropped = sorted(k for k in sd if k not in expected and k.startswith(HEAD_PREFIXES))
+    for k in dropped:
+        del sd[k]
+    if dropped:
+        notes.append(f"dropped classifier keys (the backbone is head-less): {dropped}")
+    filled = sorted(k for k in expected if k not in sd and k.endswith("num_batches_tracked"))
+    for k in filled:
+        sd[k] = torch.zeros_like(expected[k])
+    if filled:
+        notes.append(f"filled {len(filled)} missing BatchNorm num_batches_tracked counters with 0")
+    missing = sorted(k for k in expected if k not in sd)
+    unexpected = sorted(k for k in sd if k not in expected)
+    shapes = sorted(f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(expected[k].shape)}"
+                    for k in sd if k in expected and sd[k].shape != expected[k].shape)
+    if missing or unexpected or shapes:
+        lines = []
+        if missing:
+            lines.append(f"missing from the checkpoint ({len(missing)}): {missing}")
+        if unexpected:
+            lines.append(f"not in the model ({len(unexpected)}): {unexpected}")
+        if shapes:
+            lines.append(f"shape mismatches ({len(shapes)}): {shapes}")
+        raise ConversionError(
+            "The checkpoint's trunk does not fit the architecture:\n  " + "\n  ".join(lines) +
+            "\nCheck --model (e.g. icmlm_resnet50 vs icmlm_vgg16) and --trunk-key.")
+    return {k: sd[k].detach().to(expected[k].dtype).contiguous() for k in expected}, notes
+
+
+def _weight_meta(model_name: str, tag: str | None) -> tuple[dict, dict, dict | None]:
+    """(model info, preprocessing, manifest entry or None) for a model and optional tag."""
+    manifest = load_manifest()
+    info = manifest.models.get(model_name)
+    if info is None:
+        raise ConversionError(f"Unknown model '{model_name}'. Known: {', '.join(sorted(manifest.models))}.")
+    entry = None
+    if tag is not None and tag in manifest.tags(model_name):
+        entry = manifest.entry(model_name, tag)
+    pre = (entry or manifest.entry(model_name)).preprocessing
+    return info, dict(pre), (entry.raw if entry else None)
+
+
+def _model_card(model_name: str, tag: str | None, config: dict, meta: dict) -> str:
+    pre = config["pretrained_cfg"]
+    name = f"{model_name}.{tag}" if tag else model_name
+    metrics = meta.get("metrics") or []
+    metric_lines = "\n".join(
+        f"| {m.get('name')} | {m.get('value')} | {m.get('protocol', '')} | {m.get('dataset', '')} | "
+        f"{m.get('provenance', '')} |" for m in metrics) or "| – | – | – | – | no metric recorded |"
+    recipe = meta.get("recipe") or meta.get("pretraining") or {}
+    return f"""---
+library_name: timm
+license: {pre.get('license') or 'unknown'}
+tags:
+- image-feature-extraction
+- timm
+- icmlm
+---
+# {name}
+
+An ICMLM backbone ("Learning Visual Representations with Caption Annotations", Sariyildiz, Perez, Larlus,
+ECCV 2020, arXiv 2008.01392): {meta.get('description') or 'a CNN trunk pretrained from captions'}.
+Head-less (`num_classes=0`): add a head with `num_classes=N`.
+
+## Usage
+```python
+import icmlm_zoo, timm
+model = timm.create_model("{name}", pretrained=True)
+cfg = timm.data.resolve_model_data_config(model)
+transform = timm.data.create_transform(**cfg)
+```
+A ResNet folder also loads in plain timm: `timm.create_model("hf-hub:ORG/REPO", pretrained=True)`.
+
+## Preprocessing
+input size {pre['input_size']}, mean {pre['mean']}, std {pre['std']}, crop_pct {pre['crop_pct']},
+interpolation {pre['interpolation']}.
+
+## Pretraining
+```json
+{json.dumps(recipe, indent=2, default=str)}
+```
+
+## Metrics
+| metric | value | protocol | dataset | provenance |
+|---|---|---|---|---|
+{metric_lines}
+
+## Files
+`model.safetensors` sha256 `{meta.get('sha256')}` ({meta.get('bytes')} bytes).
+
+## Citation
+```bibtex
+@inproceedings{{sariyildiz2020icmlm,
+  title={{Learning Visual Representations with Caption Annotations}},
+  author={{Sariyildiz, Mert Bulent and Perez, Julien and Larlus, Diane}},
+  booktitle={{ECCV}},
+  year={{2020}}
+}}
+```
+"""
+
+
+def save_weight_folder(
+        state_dict: Mapping[str, torch.Tensor],
+        model_name: str,
+        out_dir: str | Path,
+        *,
+        tag: str | None = None,
+        extra_meta: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model.safetensors``, a timm ``config.json`` and a model card ``README.md`` into ``out_dir``.
+
+    The folder loads with ``timm.create_model(model_name, pretrained=True,
+    pretrained_cfg_overlay=dict(file=out_dir / "model.safetensors"))``, with ``local-dir:out_dir``, and once
+    uploaded with ``hf-hub:ORG/REPO`` (plain timm for the ResNets). ``extra_meta`` may carry ``preprocessing``
+    (overrides), ``description``, ``recipe``/``pretraining``, ``data`` and ``metrics``; it is kept in the
+    config under ``"icmlm"`` and shown in the card. An existing weight file is never overwritten.
+    """
+    from safetensors.torch import save_file
+
+    from .cache import sha256_file
+
+    out = Path(out_dir)
+    weights = out / "model.safetensors"
+    if weights.exists():
+        raise FileExistsError(f"{weights} already exists; choose another --out folder or remove it yourself.")
+    out.mkdir(parents=True, exist_ok=True)
+    meta = dict(extra_meta or {})
+    info, pre, entry = _weight_meta(model_name, tag)
+    pre.update(meta.pop("preprocessing", {}) or {})
+    if entry:
+        for key in ("description", "pretraining", "license"):
+            meta.setdefault(key, entry.get(key))
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    save_file(tensors, str(weights), metadata={"format": "pt", "model": model_name, "tag": tag or ""})
+    meta.update(model=model_name, tag=tag, sha256=sha256_file(weights), bytes=weights.stat().st_size,
+                num_params=sum(v.numel() for k, v in tensors.items() if "num_batches_tracked" not in k))
+    manifest = load_manifest()
+    pretrained_cfg = dict(
+        tag=tag,
+        input_size=list(pre["input_size"]),
+        mean=list(pre["mean"]),
+        std=list(pre["std"]),
+        crop_pct=pre["crop_pct"],
+        interpolation=pre["interpolation"],
+        num_classes=0,
+        classifier="head.fc" if info["family"] == "vgg" else "fc",
+        first_conv="features.0" if info["family"] == "vgg" else "conv1",
+        license=meta.get("license") or "unknown",
+        paper_ids=manifest.paper["id"],
+        paper_name=manifest.paper["title"],
+        origin_url=manifest.paper["url"],
+    )
+    config = dict(
+        architecture=info["timm_architecture"],
+        num_classes=0,
+        num_features=info["num_features"],
+        global_pool="avg",
+        model_args=dict(info["timm_model_args"]),
+        pretrained_cfg=pretrained_cfg,
+        icmlm=meta,
+    )
+    (out / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
+    (out / "README.md").write_text(_model_card(model_name, tag, config, meta))
+    return out
+
+
+def convert_checkpoint(
+        checkpoint: str | Path,
+        model_name: str,
+        out_dir: str | Path,
+        *,
+        tag: str | None = None,
+        trunk_key: str | None = None,
+        extra_meta: dict[str, Any] | None = None,
+) -> tuple[Path, list[str]]:
+    """Convert an original checkpoint into a zoo weight folder; returns the folder and conversion notes."""
+    import timm
+
+    from .cache import sha256_file
+
+    model = timm.create_model(model_name, pretrained=False, num_classes=0)
+    trunk = extract_trunk(load_checkpoint(checkpoint), trunk_key)
+    state_dict, notes = match_to_model(trunk, model)
+    meta = dict(extra_meta or {})
+    meta.setdefault("converted_from", {"file": Path(checkpoint).name, "sha256": sha256_file(checkpoint)})
+    meta.setdefault("conversion_notes", notes)
+    return save_weight_folder(state_dict, model_name, out_dir, tag=tag, extra_meta=meta), notes

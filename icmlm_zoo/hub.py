@@ -1,0 +1,73 @@
+"""Hugging Face Hub downloads with the manifest's sha256 check, and the mirror settings.
+
+Mirrors: ``ICMLM_ZOO_HUB_ENDPOINT`` sends our downloads to another Hub endpoint (a self-hosted mirror serving the
+same repos and commits); ``ICMLM_ZOO_HUB_ORG`` replaces the organisation of every repo id (a copy of the zoo
+under your own org: the pinned revision is then not used, since copies get new commits, and the sha256 check
+alone guards the bytes).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .cache import forget_stamp, verified_sha256
+from .errors import WeightsIntegrityError
+from .manifest import WeightEntry
+
+HUB_ENDPOINT_ENV = "ICMLM_ZOO_HUB_ENDPOINT"
+HUB_ORG_ENV = "ICMLM_ZOO_HUB_ORG"
+
+
+def hub_location(entry: WeightEntry) -> tuple[str, str | None, str | None]:
+    """``(repo_id, revision, endpoint)`` for a published entry, with the mirror settings applied."""
+    hub = entry.hub or {}
+    repo_id, revision = hub["repo"], hub["revision"]
+    org = os.environ.get(HUB_ORG_ENV)
+    if org:
+        repo_id, revision = f"{org}/{repo_id.split('/', 1)[1]}", None
+    return repo_id, revision, os.environ.get(HUB_ENDPOINT_ENV) or None
+
+
+def _delete_cached(path: Path) -> None:
+    """Remove a cached Hub file: the snapshot link and the blob it points to."""
+    forget_stamp(path)
+    target = path.resolve()
+    for p in {path, target}:
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def download_verified(entry: WeightEntry, cache_dir: str | Path | None = None) -> Path:
+    """Download (or find in the cache) a published weight file and check its sha256 against the manifest.
+
+    A mismatch deletes the cached file, so that the next call downloads it again, and raises.
+    """
+    from huggingface_hub import hf_hub_download
+
+    from . import __version__
+
+    repo_id, revision, endpoint = hub_location(entry)
+    filename = entry.hub.get("filename", "model.safetensors")
+    path = Path(hf_hub_download(
+        repo_id,
+        filename,
+        revision=revision,
+        cache_dir=cache_dir,
+        endpoint=endpoint,
+        library_name="icmlm_zoo",
+        library_version=__version__,
+    ))
+    expected = entry.hub["sha256"]
+    actual = verified_sha256(path)
+    if actual != expected:
+        size = path.stat().st_size
+        _delete_cached(path)
+        raise WeightsIntegrityError(
+            f"{entry.name}: {repo_id}/{filename} has sha256 {actual} ({size} bytes) but the manifest records "
+            f"{expected} ({entry.hub.get('bytes')} bytes). The bad cached copy was deleted: run again to "
+            f"download it afresh. If it fails again, the file on the Hub is not the one the manifest pins; "
+            f"report it and do not use that file."
+        )
+    return path

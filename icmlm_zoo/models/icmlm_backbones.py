@@ -1,0 +1,86 @@
+"""timm entrypoints for the ICMLM backbones; their pretrained cfgs are generated from the weights manifest.
+
+The module name is unique on purpose: timm groups models by the last component of the module path, so
+``timm.list_models(module='icmlm_backbones')`` lists exactly these.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models.resnet import BasicBlock, Bottleneck, ResNet
+
+from ..manifest import load_manifest
+from ..pretrained import resolve_pretrained
+from .vgg_trunk import IcmlmVGG
+
+_MANIFEST = load_manifest()
+
+
+def _registry_cfgs() -> dict[str, dict[str, Any]]:
+    """``{'model.tag': cfg}`` for every manifest entry; the default tag gets timm's ``*`` marker."""
+    cfgs = {}
+    for model in _MANIFEST.models:
+        default = _MANIFEST.default_tag(model)
+        for entry in _MANIFEST.entries(model):
+            star = "*" if entry.tag == default else ""
+            cfgs[f"{entry.name}{star}"] = entry.timm_cfg(_MANIFEST.paper)
+    return cfgs
+
+
+# timm reads the module-global `default_cfgs` when @register_model runs: it must exist before the entrypoints.
+default_cfgs = generate_default_cfgs(_registry_cfgs())
+
+_ARCH_ARGS: dict[str, dict[str, Any]] = {
+    "icmlm_resnet50": dict(block=Bottleneck, layers=(3, 4, 6, 3)),
+    "icmlm_resnet18": dict(block=BasicBlock, layers=(2, 2, 2, 2)),
+    "icmlm_resnet_tiny": dict(block=BasicBlock, layers=(1, 1, 1, 1), channels=(32, 64, 128, 256)),
+}
+
+
+def _build(variant: str, model_cls, pretrained: bool, feature_cfg: dict | None = None, **kwargs: Any):
+    pretrained_cfg, overlay = resolve_pretrained(
+        variant,
+        pretrained,
+        kwargs.pop("pretrained_cfg", None),
+        kwargs.pop("pretrained_cfg_overlay", None),
+        cache_dir=kwargs.get("cache_dir"),
+    )
+    kwargs.setdefault("num_classes", 0)
+    return build_model_with_cfg(
+        model_cls,
+        variant,
+        pretrained,
+        pretrained_cfg=pretrained_cfg,
+        pretrained_cfg_overlay=overlay,
+        feature_cfg=feature_cfg,
+        **kwargs,
+    )
+
+
+def _resnet(variant: str, pretrained: bool, **kwargs: Any) -> ResNet:
+    return _build(variant, ResNet, pretrained, **dict(_ARCH_ARGS[variant], **kwargs))
+
+
+@register_model
+def icmlm_resnet50(pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-50 trunk pretrained with ICMLM (head-less; ``num_classes=N`` adds a fresh head)."""
+    return _resnet("icmlm_resnet50", pretrained, **kwargs)
+
+
+@register_model
+def icmlm_resnet18(pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-18 trunk for ICMLM (head-less)."""
+    return _resnet("icmlm_resnet18", pretrained, **kwargs)
+
+
+@register_model
+def icmlm_resnet_tiny(pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """A tiny ResNet (BasicBlock [1,1,1,1], widths 32–256) for the demo and tests (head-less)."""
+    return _resnet("icmlm_resnet_tiny", pretrained, **kwargs)
+
+
+@register_model
+def icmlm_vgg16(pretrained: bool = False, **kwargs: Any) -> IcmlmVGG:
+    """VGG16 conv trunk (no fc6/fc7) pretrained with ICMLM; loads conv-only checkpoints strictly."""
+    return _build("icmlm_vgg16", IcmlmVGG, pretrained, feature_cfg=dict(flatten_sequential=True), **kwargs)
