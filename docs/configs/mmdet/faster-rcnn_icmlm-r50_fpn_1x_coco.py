@@ -1,0 +1,27 @@
+# Faster R-CNN R50-FPN, 1x COCO, ICMLM backbone through mmpretrain's TIMMBackbone (mmdetection 3.x).
+# `icmlm_zoo` in custom_imports registers the icmlm_* architectures in timm (import side effect).
+_base_ = [
+    'mmdet::_base_/models/faster-rcnn_r50_fpn.py',
+    'mmdet::_base_/datasets/coco_detection.py',
+    'mmdet::_base_/schedules/schedule_1x.py',
+    'mmdet::_base_/default_runtime.py',
+]
+
+custom_imports = dict(imports=['mmpretrain.models', 'icmlm_zoo'], allow_failed_imports=False)
+
+model = dict(
+    # mmcv loads BGR; ICMLM weights expect RGB normalised with ImageNet statistics x255
+    data_preprocessor=dict(
+        mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], bgr_to_rgb=True),
+    backbone=dict(
+        _delete_=True,
+        type='mmpretrain.TIMMBackbone',
+        model_name='icmlm_resnet50.attfc_coco',
+        features_only=True,
+        pretrained=True,
+        # a local weight file instead of the Hub:
+        # pretrained_cfg_overlay=dict(file='/path/to/model.safetensors'),
+        out_indices=(1, 2, 3, 4)),
+    neck=dict(in_channels=[256, 512, 1024, 2048]))
+
+optim_wrapper = dict(optimizer=dict(lr=0.02))
