@@ -74,7 +74,7 @@ def load_backbone(spec: str, *, arch: str | None = None, device: str | torch.dev
     """Load a frozen, head-less backbone in eval mode.
 
     ``spec`` is one of: a timm name (``icmlm_resnet50.attfc_coco``, pretrained weights),
-    ``random:NAME`` (random init, the baseline), a weight file (``.safetensors``/``.pth``; ``arch`` or a
+    ``random:NAME[@SEED]`` (seeded random init, the baseline), a weight file (``.safetensors``/``.pth``; ``arch`` or a
     ``config.json`` beside it names the architecture), a weight folder (``model.safetensors`` +
     ``config.json``) or an ``icmlm-train`` run folder.
     """
@@ -83,8 +83,10 @@ def load_backbone(spec: str, *, arch: str | None = None, device: str | torch.dev
     _register()
     path = Path(spec).expanduser()
     if spec.startswith(RANDOM_PREFIX):
-        name = spec[len(RANDOM_PREFIX):]
-        model = timm.create_model(name, pretrained=False, num_classes=0)
+        name, _, seed = spec[len(RANDOM_PREFIX):].partition("@")
+        with torch.random.fork_rng(devices=[]):  # the same random baseline every time (random:NAME@SEED)
+            torch.manual_seed(int(seed or 0))
+            model = timm.create_model(name, pretrained=False, num_classes=0)
     elif path.is_dir():
         weights = _find_weights(path)
         if weights is not None:
