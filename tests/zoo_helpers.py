@@ -1,0 +1,80 @@
+"""Shared builders for the zoo tests: tiny weights, manifests with extra entries, Hub repos."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+PRE = {"input_size": [3, 64, 64], "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "crop_pct": 1.0,
+       "interpolation": "bicubic"}
+
+
+def tiny_state_dict(seed: int = 0, model: str = "icmlm_resnet_tiny") -> dict[str, torch.Tensor]:
+    """A randomly initialised (but seeded, with non-trivial BN stats) state dict of a registered model."""
+    import timm
+
+    torch.manual_seed(seed)
+    m = timm.create_model(model, pretrained=False)
+    sd = m.state_dict()
+    for k, v in sd.items():
+        if k.endswith("running_mean"):
+            v.normal_()
+        elif k.endswith("running_var"):
+            v.uniform_(0.5, 2.0)
+    return sd
+
+
+def safetensors_bytes(sd: dict[str, torch.Tensor]) -> bytes:
+    from safetensors.torch import save
+
+    return save({k: v.contiguous() for k, v in sd.items()})
+
+
+def write_manifest(path: Path, entries: list[dict]) -> Path:
+    """The shipped manifest plus ``entries``, written to ``path``."""
+    from icmlm_zoo.manifest import SHIPPED_MANIFEST
+
+    data = json.loads(SHIPPED_MANIFEST.read_text())
+    data["weights"].extend(entries)
+    path.write_text(json.dumps(data, indent=2))
+    return path
+
+
+def published_entry(model: str, tag: str, repo: str, revision: str, data: bytes) -> dict:
+    return {
+        "model": model, "tag": tag, "status": "published", "description": "test weights",
+        "pretraining": {"method": "ICMLM_att-fc", "dataset": "synthetic", "preset": "demo"},
+        "preprocessing": PRE, "license": "bsd-3-clause", "source": None, "converter": None, "metrics": [],
+        "hub": {"repo": repo, "revision": revision, "filename": "model.safetensors",
+                "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)},
+    }
+
+
+def convertible_entry(model: str, tag: str, url: str, sha256: str | None) -> dict:
+    return {
+        "model": model, "tag": tag, "status": "convertible", "description": "test original checkpoint",
+        "pretraining": {"method": "ICMLM_att-fc", "dataset": "synthetic", "preset": "demo"},
+        "preprocessing": PRE, "license": "unknown", "hub": None, "metrics": [],
+        "source": {"url": url, "sha256": sha256, "format": "naver_icmlm", "trunk_key": "cnn"},
+        "converter": "naver_icmlm",
+    }
+
+
+def naver_checkpoint(sd: dict[str, torch.Tensor]) -> dict:
+    """A checkpoint in the NAVER release's shape: trunk under 'cnn' with DataParallel prefixes, plus text parts."""
+    return {
+        "cnn": {f"module.{k}": v.clone() for k, v in sd.items()},
+        "fc": {"weight": torch.randn(8, 4)},
+        "tp_head": {"module.weight": torch.randn(10, 256)},
+        "epoch": 5,
+        "args": {"arch": "resnet50", "lr": 0.1},
+    }
+
+
+def assert_same_weights(model: torch.nn.Module, sd: dict[str, torch.Tensor]) -> None:
+    got = model.state_dict()
+    assert set(got) == set(sd)
+    for k, v in sd.items():
+        assert torch.equal(got[k], v), k
