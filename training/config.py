@@ -1,0 +1,217 @@
+"""Configuration: defaults, YAML presets, ``key=value`` overrides and strict key checking.
+
+A config is a nested dict. Every key must exist in :data:`DEFAULTS`; an unknown key is an error that names
+the valid keys at that level. Presets live in ``training/presets/*.yaml`` and are shipped with the package.
+"""
+from __future__ import annotations
+
+import copy
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["DEFAULTS", "ConfigError", "list_presets", "load_preset", "load_config", "apply_overrides",
+           "merge", "validate", "dump"]
+
+
+class ConfigError(ValueError):
+    """A config file, preset or override is invalid."""
+
+
+DEFAULTS: dict[str, Any] = {
+    "run": {
+        "name": "run",            # run folder prefix: runs/<name>-<timestamp>
+        "seed": 0,
+        "device": "auto",         # auto | cpu | cuda
+        "log_every": 10,          # steps between log lines / CSV rows
+        "ckpt_every": 500,        # steps between checkpoints (one is always written at the end)
+        "keep_last": 3,           # checkpoints kept on disk
+        "stop_after": None,       # stop (with a checkpoint) after this global step, e.g. to test resume
+        "max_failure_rate": 0.05,  # stop when this fraction of samples failed to load ...
+        "failure_min_samples": 200,  # ... once at least this many samples were seen
+        "progress": True,         # tqdm progress bar
+        "tensorboard": True,
+        "export": {"model": None, "tag": None},  # export the backbone at the end (see `icmlm-train export`)
+    },
+    "data": {
+        "kind": "synthetic",      # synthetic | coco | vg | pairs | webdataset
+        "num_workers": 0,
+        "image_size": 96,         # training crop size
+        "scale_min": 0.7,         # RandomResizedCrop lower scale bound (1.0 = plain resize)
+        "hflip": False,           # off by default: captions say "left"/"right"
+        "eval_crop_pct": None,    # eval resize = image_size / crop_pct, centre crop; None = backbone cfg
+        "synthetic": {"num_images": 4000, "image_size": 96, "seed": 0,
+                      "val_images": 400, "val_seed": 10000},
+        "coco": {"captions": None, "instances": None, "images": None,
+                 "val_captions": None, "val_instances": None, "val_images": None},
+        "vg": {"regions": None, "images": None, "image_data": None, "min_region_frac": 0.0},
+        "pairs": {"file": None, "image_root": None, "val_file": None},
+        "webdataset": {"urls": None, "epoch_samples": 10000, "shuffle": 1000,
+                       "image_keys": "jpg;jpeg;png;webp", "caption_keys": "txt;caption"},
+    },
+    "text": {
+        "model": "minilm",        # "minilm" = the embedded MiniLM; else any BERT-style name or local path
+        "max_length": 40,         # longer captions are truncated (and counted)
+        "mlm_head": "auto",       # auto | pretrained | tied
+    },
+    "tags": {
+        "file": None,             # tag vocabulary file (from `icmlm-train build-tags`)
+        "source": "mine",         # file | mine (mine from the training captions at start) | labels
+        "pos": ["NOUN", "ADJ", "VERB"],
+        "min_count": 5,
+        "top_k": 1000,
+        "max_captions": 2000,     # captions read when mining at start
+    },
+    "masking": {
+        "strategy": "tags",       # tags | random (BERT-style ablation)
+        "k": 1,                   # tag words masked per caption (all their wordpieces)
+        "no_tag": "skip",         # skip | random_word: what to do with captions without a tag word
+        "random_prob": 0.15,
+    },
+    "model": {
+        "backbone": "icmlm_resnet_tiny",
+        "heads": ["attfc", "tp"],  # any of attfc, tfm, tp (at least one)
+        "channels_last": False,
+        "tp": {"hidden": 0, "dropout": 0.0, "weight": 1.0, "targets": "caption"},  # targets: caption | labels
+        "attfc": {"heads": 4, "hidden": 1024, "dropout": 0.1},
+        "tfm": {"layers": 2, "heads": 4, "ff": 1024, "dropout": 0.1, "max_grid": 32},
+    },
+    "optim": {
+        "lr": 1.0e-3,
+        "weight_decay": 0.01,
+        "betas": [0.9, 0.999],
+        "warmup_steps": 50,
+        "min_lr_ratio": 0.01,     # cosine decays to lr * min_lr_ratio
+        "grad_clip": 1.0,         # 0 = off
+        "accum_steps": 1,
+    },
+    "train": {
+        "batch_size": 32,         # per process
+        "epochs": 1,
+        "max_steps": None,        # optimizer steps in total; default: epochs * steps per epoch
+        "amp": "none",            # none | bf16 | fp16
+    },
+    "eval": {
+        "at_end": True,
+        "every": 0,               # steps between evaluations (0 = only at the end)
+        "max_batches": 50,
+    },
+}
+
+
+def merge(base: dict, update: dict, *, path: str = "") -> dict:
+    """Return ``base`` updated recursively by ``update``; unknown keys raise :class:`ConfigError`."""
+    out = copy.deepcopy(base)
+    for key, value in (update or {}).items():
+        where = f"{path}{key}"
+        if key not in out:
+            valid = ", ".join(sorted(out))
+            raise ConfigError(f"unknown config key '{where}'; valid keys{' under ' + path[:-1] if path else ''}: {valid}")
+        if isinstance(out[key], dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key '{where}' is a section; give a mapping, not {value!r}")
+            out[key] = merge(out[key], value, path=where + ".")
+        else:
+            out[key] = value
+    return out
+
+
+def validate(cfg: dict) -> dict:
+    """Check the values that have a fixed set of choices; return ``cfg``."""
+    choices = {
+        ("data", "kind"): {"synthetic", "coco", "vg", "pairs", "webdataset"},
+        ("text", "mlm_head"): {"auto", "pretrained", "tied"},
+        ("tags", "source"): {"file", "mine", "labels"},
+        ("masking", "strategy"): {"tags", "random"},
+        ("masking", "no_tag"): {"skip", "random_word"},
+        ("train", "amp"): {"none", "bf16", "fp16"},
+        ("model", "tp", "targets"): {"caption", "labels"},
+        ("run", "device"): {"auto", "cpu", "cuda"},
+    }
+    for keys, allowed in choices.items():
+        node = cfg
+        for k in keys:
+            node = node[k]
+        if node not in allowed:
+            raise ConfigError(f"{'.'.join(keys)}={node!r} is not valid; choose one of {sorted(allowed)}")
+    heads = cfg["model"]["heads"]
+    if not heads or any(h not in {"attfc", "tfm", "tp"} for h in heads):
+        raise ConfigError(f"model.heads={heads!r}: give a non-empty list from attfc, tfm, tp")
+    if "attfc" in heads and "tfm" in heads:
+        raise ConfigError("model.heads: choose one MLM head (attfc or tfm), not both")
+    if cfg["masking"]["k"] < 1:
+        raise ConfigError("masking.k must be >= 1")
+    if cfg["optim"]["accum_steps"] < 1:
+        raise ConfigError("optim.accum_steps must be >= 1")
+    return cfg
+
+
+def list_presets() -> list[str]:
+    """Names of the presets shipped in ``training/presets``."""
+    root = resources.files("training") / "presets"
+    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_yaml(text: str, origin: str) -> dict:
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{origin}: not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: the top level must be a mapping of sections")
+    return data
+
+
+def load_preset(name: str) -> dict:
+    """Defaults updated by the preset ``name``."""
+    names = list_presets()
+    if name not in names:
+        raise ConfigError(f"unknown preset '{name}'; available presets: {', '.join(names)}")
+    text = (resources.files("training") / "presets" / f"{name}.yaml").read_text()
+    return merge(DEFAULTS, _read_yaml(text, f"preset {name}"))
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``a.b.c=value`` → (["a","b","c"], YAML-parsed value)."""
+    if "=" not in item:
+        raise ConfigError(f"override '{item}' must look like section.key=value, e.g. optim.lr=3e-4")
+    key, raw = item.split("=", 1)
+    keys = [k for k in key.strip().split(".") if k]
+    if not keys:
+        raise ConfigError(f"override '{item}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() != "" else None
+    except yaml.YAMLError:
+        value = raw
+    return keys, value
+
+
+def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
+    """Apply ``section.key=value`` overrides (values parsed as YAML) with strict key checking."""
+    for item in overrides or []:
+        keys, value = parse_override(item)
+        update: Any = value
+        for k in reversed(keys):
+            update = {k: update}
+        cfg = merge(cfg, update)
+    return cfg
+
+
+def load_config(preset: str | None = None, config_file: str | Path | None = None,
+                overrides: list[str] | None = None) -> dict:
+    """Resolve a config: defaults ← preset ← YAML file ← overrides; validated."""
+    cfg = load_preset(preset) if preset else copy.deepcopy(DEFAULTS)
+    if config_file:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        cfg = merge(cfg, _read_yaml(path.read_text(), str(path)))
+    cfg = apply_overrides(cfg, overrides or [])
+    return validate(cfg)
+
+
+def dump(cfg: dict) -> str:
+    """YAML text of a config."""
+    return yaml.safe_dump(cfg, sort_keys=False)

@@ -1,0 +1,85 @@
+"""Data sources (synthetic, COCO, Visual Genome, pairs files, WebDataset) and loader construction."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .collate import Collator
+from .dataset import ICMLMDataset, SampleBuilder
+from .sampler import ResumableBatchSampler
+
+__all__ = ["build_source", "build_loader", "SampleBuilder", "Collator"]
+
+
+def _need(section: dict, key: str, where: str) -> Any:
+    if not section.get(key):
+        raise ValueError(f"data.{where}.{key} is not set; give it with --set data.{where}.{key}=PATH")
+    return section[key]
+
+
+def build_source(cfg: dict, split: str = "train"):
+    """The record source for ``split`` (train | val), or None when the config has no such split."""
+    d = cfg["data"]
+    kind = d["kind"]
+    if kind == "synthetic":
+        from .synthetic import SyntheticScenes
+        s = d["synthetic"]
+        if split == "train":
+            return SyntheticScenes(s["num_images"], s["image_size"], s["seed"])
+        return SyntheticScenes(s["val_images"], s["image_size"], s["val_seed"]) if s["val_images"] else None
+    if kind == "coco":
+        from .coco import CocoCaptions
+        c = d["coco"]
+        if split == "train":
+            return CocoCaptions(_need(c, "captions", "coco"), _need(c, "images", "coco"), c.get("instances"))
+        if not c.get("val_captions"):
+            return None
+        return CocoCaptions(c["val_captions"], c.get("val_images") or c["images"], c.get("val_instances"))
+    if kind == "vg":
+        from .visual_genome import VisualGenome
+        v = d["vg"]
+        if split != "train":
+            return None
+        return VisualGenome(_need(v, "regions", "vg"), _need(v, "images", "vg"), v.get("image_data"),
+                            v.get("min_region_frac", 0.0))
+    if kind == "pairs":
+        from .pairs import PairsSource
+        p = d["pairs"]
+        if split == "train":
+            return PairsSource(_need(p, "file", "pairs"), p.get("image_root"))
+        return PairsSource(p["val_file"], p.get("image_root")) if p.get("val_file") else None
+    if kind == "webdataset":
+        return None  # streamed, see build_loader
+    raise ValueError(f"unknown data.kind {kind!r}")
+
+
+def build_loader(cfg: dict, split: str, builder: SampleBuilder, collator: Collator, *, rank: int = 0,
+                 world_size: int = 1, source=None) -> tuple[torch.utils.data.DataLoader, Any] | None:
+    """A DataLoader plus the object that takes ``set_epoch`` (a :class:`ResumableBatchSampler` for map-style
+    sources, the dataset for WebDataset); None if the split does not exist."""
+    d, t = cfg["data"], cfg["train"]
+    bs = t["batch_size"]
+    workers = d["num_workers"]
+    common = dict(num_workers=workers, collate_fn=collator, persistent_workers=False,
+                  generator=torch.Generator().manual_seed(cfg["run"]["seed"]))
+    if workers > 0:
+        common["prefetch_factor"] = 2
+    if d["kind"] == "webdataset":
+        if split != "train":
+            return None
+        from .webdataset import WebDatasetStream
+        w = d["webdataset"]
+        ds = WebDatasetStream(_need(w, "urls", "webdataset"), builder, rank=rank, world_size=world_size,
+                              seed=cfg["run"]["seed"], shuffle=w["shuffle"], epoch_samples=w["epoch_samples"],
+                              image_keys=w["image_keys"], caption_keys=w["caption_keys"])
+        ds.batches_per_epoch = lambda: w["epoch_samples"] // bs  # type: ignore[attr-defined]
+        return torch.utils.data.DataLoader(ds, batch_size=bs, **common), ds
+    source = source if source is not None else build_source(cfg, split)
+    if source is None:
+        return None
+    ds = ICMLMDataset(source, builder)
+    sampler = ResumableBatchSampler(len(ds), bs, rank=rank, world_size=world_size, seed=cfg["run"]["seed"],
+                                    shuffle=split == "train", drop_last=split == "train")
+    sampler.dataset = ds  # type: ignore[attr-defined]
+    return torch.utils.data.DataLoader(ds, batch_sampler=sampler, **common), sampler

