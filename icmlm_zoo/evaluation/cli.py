@@ -46,6 +46,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from OUT/linear_probe.pt")
     p.add_argument("--out", default="eval_results/linear")
 
+    p = sub.add_parser("compare", aliases=["probes"],
+                       help="held-out probes (+ pointing game for runs) for several checkpoints in one table")
+    p.add_argument("models", nargs="+", help="LABEL=SPEC or SPEC (timm name, random:NAME, weight file/folder, run)")
+    p.add_argument("--arch", default=None, help="architecture of bare weight files")
+    p.add_argument("--stage", type=_stage, default=-1)
+    p.add_argument("--num-train", type=int, default=300)
+    p.add_argument("--num-test", type=int, default=200)
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--pointing-scenes", type=int, default=200)
+    p.add_argument("--no-pointing", action="store_true", help="skip the pointing game for training runs")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="eval_results/compare")
+
+    p = sub.add_parser("pointing", help="pointing game for one training run on held-out scenes")
+    p.add_argument("--run", required=True)
+    p.add_argument("--checkpoint", default="last")
+    p.add_argument("--num-scenes", type=int, default=200)
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--tolerance", type=float, default=0.0, help="grow boxes by this many pixels")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="eval_results/pointing")
+
+    p = sub.add_parser("attention", help="PNG attention heatmaps + top-5 words for each [MASK] in a caption")
+    p.add_argument("--run", required=True, help="icmlm-train run folder")
+    p.add_argument("--image", required=True)
+    p.add_argument("--caption", required=True, help='e.g. "a man rides a [MASK]"')
+    p.add_argument("--checkpoint", default="last")
+    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--out", default="eval_results/attention")
+
     return parser
 
 
@@ -81,6 +113,35 @@ def _dispatch(args: argparse.Namespace) -> int:
                                      config=cfg, resume=args.resume, device=args.device)
         table = lp.markdown(result)
         js, md = write_results(args.out, "linear_probe", result, table)
+    elif args.command in ("compare", "probes"):
+        from . import compare as cmp
+
+        result = cmp.compare(args.models, num_train=args.num_train, num_test=args.num_test,
+                             image_size=args.image_size, stage=args.stage, seed=args.seed,
+                             pointing=not args.no_pointing, pointing_scenes=args.pointing_scenes,
+                             batch_size=args.batch_size, device=args.device, arch=args.arch)
+        table = cmp.markdown(result)
+        js, md = write_results(args.out, "compare", result, table)
+    elif args.command == "pointing":
+        from .pointing_game import run_pointing_game
+
+        result = run_pointing_game(args.run, num_scenes=args.num_scenes, image_size=args.image_size,
+                                   seed=args.seed, checkpoint=args.checkpoint, tolerance=args.tolerance)
+        result["run"] = args.run
+        table = (f"# Pointing game — `{args.run}`\n\n| pointing acc (%) | chance (%) | masked shape top-1 (%) | "
+                 f"scenes |\n|---:|---:|---:|---:|\n| {100 * result['pointing_acc']:.1f} | "
+                 f"{100 * result['pointing_chance']:.1f} | {100 * result['masked_shape_top1']:.1f} | "
+                 f"{result['n_masked']} |\n")
+        js, md = write_results(args.out, "pointing", result, table)
+    elif args.command == "attention":
+        from .attention_maps import attention_maps
+
+        result = attention_maps(args.run, args.image, args.caption, args.out, checkpoint=args.checkpoint,
+                                topk=args.topk)
+        for m, fig in zip(result["masks"], result["figures"]):
+            words = ", ".join(f"{t} {p:.2f}" for t, p in zip(m["topk_tokens"], m["topk_probs"]))
+            print(f"{fig}: {words}")
+        return 0
     else:  # pragma: no cover - argparse restricts the choices
         raise ValueError(f"unknown command {args.command}")
     print(table)

@@ -1,0 +1,85 @@
+"""Side-by-side comparison of checkpoints on the held-out probes and the pointing game (one table)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from .model_loading import describe
+
+PROBE_COLUMNS = [("shape_presence_mAP", "shape pres. mAP"), ("color_presence_mAP", "colour pres. mAP"),
+                 ("largest_shape_acc", "largest shape acc"), ("largest_color_acc", "largest colour acc"),
+                 ("count_acc", "count acc")]
+POINTING_COLUMNS = [("pointing_acc", "pointing acc"), ("masked_shape_top1", "masked shape top-1")]
+
+
+def parse_models(items: Sequence[str]) -> list[tuple[str, str]]:
+    """``LABEL=SPEC`` or ``SPEC`` items -> ``[(label, spec)]`` (labels must be unique)."""
+    out = []
+    for item in items:
+        label, sep, spec = item.partition("=")
+        if not sep or not label or Path(item).exists():
+            label, spec = describe(item), item
+        out.append((label, spec))
+    labels = [lab for lab, _ in out]
+    dup = sorted({lab for lab in labels if labels.count(lab) > 1})
+    if dup:
+        raise ValueError(f"duplicate model labels {dup}: name them with LABEL=SPEC")
+    if len(out) < 1:
+        raise ValueError("give at least one model")
+    return out
+
+
+def _is_run(spec: str) -> bool:
+    from .model_loading import _find_weights, _is_run_dir
+
+    p = Path(spec)
+    return p.is_dir() and _find_weights(p) is None and _is_run_dir(p)
+
+
+def compare(models: Sequence[str], *, num_train: int = 300, num_test: int = 200, image_size: int = 64,
+            stage: int | str = -1, seed: int = 0, pointing: bool = True, pointing_scenes: int = 200,
+            batch_size: int = 32, device: str = "cpu", arch: str | None = None) -> dict[str, Any]:
+    """Run the held-out probes (every model) and the pointing game (training runs) with the same fixed seeds."""
+    from .synthetic_probes import run_probes
+
+    rows, chance = [], None
+    for label, spec in parse_models(models):
+        res = run_probes(spec, arch=arch, num_train=num_train, num_test=num_test, image_size=image_size,
+                         stage=stage, batch_size=batch_size, seed=seed, device=device)
+        chance = res["chance"]
+        row = {"label": label, "model": spec, "arch": res["arch"], "stage": res["stage"], **res["metrics"]}
+        if pointing and _is_run(spec):
+            from .pointing_game import run_pointing_game
+
+            pg = run_pointing_game(spec, num_scenes=pointing_scenes, image_size=image_size, seed=seed)
+            row.update({k: pg[k] for k in ("pointing_acc", "pointing_chance", "masked_shape_top1", "n_masked")})
+        rows.append(row)
+    return {"task": "heldout_probes", "rows": rows, "chance": chance, "seed": seed, "num_train": num_train,
+            "num_test": num_test, "image_size": image_size, "stage": str(stage), "pointing_scenes": pointing_scenes}
+
+
+def _fmt(v: Any) -> str:
+    return "–" if v is None or v != v else f"{100 * v:.1f}"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The comparison table (percentages), with a chance row; pointing columns only when some row has them."""
+    cols = list(PROBE_COLUMNS)
+    if any("pointing_acc" in r for r in result["rows"]):
+        cols += POINTING_COLUMNS
+    head = "| model | arch | " + " | ".join(name for _, name in cols) + " |"
+    lines = [f"# Held-out probes on generated scenes (seed {result['seed']}, {result['num_train']} train / "
+             f"{result['num_test']} test scenes, {result['image_size']} px)", "", head,
+             "|---|---|" + "---:|" * len(cols)]
+    for r in result["rows"]:
+        lines.append(f"| {r['label']} | {r['arch']} | " + " | ".join(_fmt(r.get(k)) for k, _ in cols) + " |")
+    chance = dict(result.get("chance") or {})
+    pcs = [r["pointing_chance"] for r in result["rows"] if r.get("pointing_chance") is not None]
+    if pcs:
+        chance["pointing_acc"] = sum(pcs) / len(pcs)
+    lines.append("| *chance* | | " + " | ".join(_fmt(chance.get(k)) for k, _ in cols) + " |")
+    lines += ["", "Presence: mean AP over labels (logistic regression per label); attributes and count: accuracy "
+              "(multinomial logistic regression); pointing: attention peak inside the masked object's box. "
+              "Scenes are generated with held-out seeds never used for training."]
+    return "\n".join(lines) + "\n"

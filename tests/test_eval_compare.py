@@ -1,0 +1,71 @@
+"""Held-out probes compare several checkpoints in one table (markdown + JSON)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+import icmlm_zoo.models  # noqa: F401  (registers icmlm_resnet_tiny)
+from icmlm_zoo.evaluation import compare as cmp
+from icmlm_zoo.evaluation.cli import main
+from icmlm_zoo.evaluation.synthetic_probes import fit_probes, held_out_scenes, scene_labels
+
+pytest.importorskip("training.data.synthetic")
+
+
+def _weights(path, seed: int, folder: bool = False):
+    torch.manual_seed(seed)
+    model = timm.create_model("icmlm_resnet_tiny", pretrained=False, num_classes=0)
+    if folder:
+        path.mkdir(parents=True)
+        save_file(model.state_dict(), str(path / "model.safetensors"))
+        (path / "config.json").write_text(json.dumps({"architecture": "icmlm_resnet_tiny", "num_classes": 0}))
+        return path
+    save_file(model.state_dict(), str(path))
+    return path
+
+
+def test_compare_table_over_checkpoints(tmp_path):
+    a = _weights(tmp_path / "a.safetensors", 1)
+    b = _weights(tmp_path / "ckpt_b", 2, folder=True)
+    out = tmp_path / "out"
+    args = ["compare", f"seed1={a}", str(b), "random=random:icmlm_resnet_tiny", "--arch", "icmlm_resnet_tiny",
+            "--num-train", "48", "--num-test", "32", "--image-size", "32", "--out", str(out)]
+    assert main(args) == 0
+    res = json.loads((out / "compare.json").read_text())
+    assert [r["label"] for r in res["rows"]] == ["seed1", "ckpt_b", "random"]
+    for r in res["rows"]:
+        for key, _ in cmp.PROBE_COLUMNS:
+            assert r[key] is None or 0.0 <= r[key] <= 1.0
+    table = (out / "compare.md").read_text()
+    assert "| seed1 |" in table and "| ckpt_b |" in table and "*chance*" in table
+    # fixed seeds: the same command gives the same numbers
+    assert main(args[:-1] + [str(tmp_path / "again")]) == 0
+    again = json.loads((tmp_path / "again" / "compare.json").read_text())
+    assert again["rows"] == res["rows"]
+
+
+def test_parse_models_rejects_duplicates():
+    assert cmp.parse_models(["x=random:a", "random:b"]) == [("x", "random:a"), ("random:b", "random:b")]
+    with pytest.raises(ValueError, match="duplicate"):
+        cmp.parse_models(["x=random:a", "x=random:b"])
+
+
+def test_probes_learn_from_informative_features():
+    train, test = held_out_scenes(120, 60, image_size=32)
+    ytr, yte = scene_labels(train), scene_labels(test)
+    # features that encode the labels (plus noise) must beat chance by far
+    rng = np.random.default_rng(0)
+
+    def feats(y):
+        return np.hstack([y["shape_presence"], y["color_presence"], np.eye(6)[y["largest_color"]],
+                          np.eye(4)[y["largest_shape"]], np.eye(4)[y["count"]]]) + 0.05 * rng.normal(size=(len(y["count"]), 24))
+
+    m = fit_probes(feats(ytr), ytr, feats(yte), yte)
+    assert m["shape_presence_mAP"] > 0.95 and m["largest_color_acc"] > 0.9 and m["count_acc"] > 0.9
+    assert train.seed >= 10_000 and test.seed != train.seed
