@@ -79,11 +79,9 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 
 
 def _cmd_export_detectron2(args: argparse.Namespace) -> int:
-    from .detection.detectron2 import export_detectron2
+    from .detection.detectron2 import run_from_args
 
-    out = export_detectron2(args.model, args.out, arch=args.arch)
-    print(f"wrote {out}")
-    return 0
+    return run_from_args(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,10 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--private", action="store_true")
     p.set_defaults(func=_cmd_publish)
 
+    from .detection.detectron2 import add_arguments as add_detectron2_arguments
+
     p = sub.add_parser("export-detectron2", help="backbone -> detectron2 .pkl (MoCo/d2 key names)")
-    p.add_argument("model", help="MODEL[.TAG], a .safetensors file or a weight folder")
-    p.add_argument("out", help="output .pkl")
-    p.add_argument("--arch", default=None, help="architecture when MODEL is a bare file")
+    add_detectron2_arguments(p)
     p.set_defaults(func=_cmd_export_detectron2)
     return parser
 

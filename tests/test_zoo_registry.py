@@ -139,3 +139,20 @@ def test_built_wheel_ships_the_manifest(tmp_path):
         names = z.namelist()
     assert shipped == json.loads((ROOT / "weights_manifest.json").read_text())
     assert any(n.startswith("training/presets/") and n.endswith(".yaml") for n in names)
+
+
+def test_cli_export_detectron2_from_weight_folder(tmp_path, capsys):
+    import pickle
+
+    from icmlm_zoo.convert import save_weight_folder
+    from zoo_helpers import tiny_state_dict
+
+    sd = tiny_state_dict(seed=9, model="icmlm_resnet18")
+    folder = save_weight_folder(sd, "icmlm_resnet18", tmp_path / "w")
+    out = tmp_path / "r18.pkl"
+    assert zoo_main(["export-detectron2", str(folder), str(out)]) == 0
+    with open(out, "rb") as f:
+        d2 = pickle.load(f)
+    assert d2["matching_heuristics"] is True
+    assert "stem.conv1.weight" in d2["model"] and "res5.1.conv2.norm.running_var" in d2["model"]
+    assert (d2["model"]["stem.conv1.weight"] == sd["conv1.weight"].numpy()).all()
