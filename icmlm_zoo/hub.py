@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from .cache import forget_stamp, verified_sha256
-from .errors import WeightsIntegrityError
+from .errors import IcmlmZooError, WeightsIntegrityError
 from .manifest import WeightEntry
 
 HUB_ENDPOINT_ENV = "ICMLM_ZOO_HUB_ENDPOINT"
@@ -45,20 +45,32 @@ def download_verified(entry: WeightEntry, cache_dir: str | Path | None = None) -
     A mismatch deletes the cached file, so that the next call downloads it again, and raises.
     """
     from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     from . import __version__
 
     repo_id, revision, endpoint = hub_location(entry)
     filename = entry.hub.get("filename", "model.safetensors")
-    path = Path(hf_hub_download(
-        repo_id,
-        filename,
-        revision=revision,
-        cache_dir=cache_dir,
-        endpoint=endpoint,
-        library_name="icmlm_zoo",
-        library_version=__version__,
-    ))
+    where = f"{repo_id}@{revision or 'main'}/{filename}"
+    try:
+        path = Path(hf_hub_download(
+            repo_id,
+            filename,
+            revision=revision,
+            cache_dir=cache_dir,
+            endpoint=endpoint,
+            library_name="icmlm_zoo",
+            library_version=__version__,
+        ))
+    except LocalEntryNotFoundError as e:
+        raise IcmlmZooError(
+            f"{entry.name}: {where} is neither in the cache nor reachable (offline, or no network). Prefetch it "
+            f"while online with `icmlm-zoo download {entry.name}`, or load a local copy with "
+            f"pretrained_cfg_overlay=dict(file=...).") from e
+    except (RepositoryNotFoundError, EntryNotFoundError) as e:
+        raise IcmlmZooError(
+            f"{entry.name}: {where} is not on the Hub ({type(e).__name__}). If you use a mirror "
+            f"({HUB_ORG_ENV}/{HUB_ENDPOINT_ENV}/HF_ENDPOINT), check that it holds this repo.") from e
     expected = entry.hub["sha256"]
     actual = verified_sha256(path)
     if actual != expected:

@@ -137,3 +137,17 @@ def test_local_file_and_local_dir(tmp_path):
     m3 = timm.create_model("icmlm_resnet_tiny", pretrained=True, features_only=True,
                            pretrained_cfg_overlay=dict(file=str(folder / "model.safetensors")))
     assert torch.equal(m3.conv1.weight, sd["conv1.weight"])
+
+
+def test_offline_without_cache_says_how_to_prefetch(published, monkeypatch):
+    import huggingface_hub.constants as hfc
+
+    monkeypatch.setattr(hfc, "HF_HUB_OFFLINE", True)
+    with pytest.raises(icmlm_zoo.IcmlmZooError, match="icmlm-zoo download icmlm_resnet_tiny.hubtest"):
+        timm.create_model("icmlm_resnet_tiny.hubtest", pretrained=True)
+
+
+def test_missing_repo_on_mirror_is_named(published, monkeypatch):
+    monkeypatch.setenv("ICMLM_ZOO_HUB_ORG", "nobody-mirrors-this")
+    with pytest.raises(icmlm_zoo.IcmlmZooError, match="nobody-mirrors-this/"):
+        timm.create_model("icmlm_resnet_tiny.hubtest", pretrained=True)
