@@ -57,7 +57,9 @@ def render(image, caption: str, masks: Sequence[dict[str, Any]], out_dir: str | 
 
 def attention_maps(run_dir: str, image_path: str | Path, caption: str, out_dir: str | Path, *,
                    checkpoint: str = "last", topk: int = 5) -> dict[str, Any]:
-    """Predict the masked words of ``caption`` for one image with a training run and write PNGs + JSON."""
+    """Predict the masked words of ``caption`` for one image with a training run and write PNGs + JSON.
+
+    The whole image is resized to the run's square input (no crop), so the map covers the full image."""
     from PIL import Image
 
     if "[MASK]" not in caption:
@@ -66,13 +68,15 @@ def attention_maps(run_dir: str, image_path: str | Path, caption: str, out_dir: 
     if not Path(image_path).is_file():
         raise FileNotFoundError(f"image {image_path} does not exist")
     try:
-        from training.inference import load_run, predict_masked
+        from training.inference import load_run
     except ImportError as exc:  # pragma: no cover
         raise RuntimeError(f"attention maps need training.inference (load_run, predict_masked): {exc}") from exc
     run = load_run(run_dir, checkpoint=checkpoint)
     with Image.open(image_path) as im:
         image = im.convert("RGB")
-    masks = predict_masked(run, [image], [caption], topk=topk)[0]["masks"]
+    from .pointing_game import run_predictor
+
+    masks = run_predictor(run, topk=topk)([image], [caption])[0]["masks"]
     stem = Path(image_path).stem
     pngs = render(image, caption, masks, out_dir, prefix=f"{stem}_attention")
     result = {"run": str(run_dir), "image": str(image_path), "caption": caption, "figures": [str(p) for p in pngs],

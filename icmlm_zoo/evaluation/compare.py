@@ -37,7 +37,7 @@ def _is_run(spec: str) -> bool:
     return p.is_dir() and _find_weights(p) is None and _is_run_dir(p)
 
 
-def compare(models: Sequence[str], *, num_train: int = 300, num_test: int = 200, image_size: int = 64,
+def compare(models: Sequence[str], *, num_train: int = 300, num_test: int = 200, image_size: int = 96,
             stage: int | str = -1, seed: int = 0, pointing: bool = True, pointing_scenes: int = 200,
             batch_size: int = 32, device: str = "cpu", arch: str | None = None) -> dict[str, Any]:
     """Run the held-out probes (every model) and the pointing game (training runs) with the same fixed seeds."""
@@ -52,7 +52,7 @@ def compare(models: Sequence[str], *, num_train: int = 300, num_test: int = 200,
         if pointing and _is_run(spec):
             from .pointing_game import run_pointing_game
 
-            pg = run_pointing_game(spec, num_scenes=pointing_scenes, image_size=image_size, seed=seed)
+            pg = run_pointing_game(spec, num_scenes=pointing_scenes, seed=seed)
             row.update({k: pg[k] for k in ("pointing_acc", "pointing_chance", "masked_shape_top1", "n_masked")})
         rows.append(row)
     return {"task": "heldout_probes", "rows": rows, "chance": chance, "seed": seed, "num_train": num_train,

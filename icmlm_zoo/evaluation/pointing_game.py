@@ -84,16 +84,39 @@ def pointing_game(predict: Predict, scenes, *, batch_size: int = 16, tolerance: 
             "n_scenes": len(scenes), "n_masked": n, "n_without_attention": no_att, "tolerance": tolerance}
 
 
-def run_pointing_game(run_dir: str, *, num_scenes: int = 200, image_size: int = 64, seed: int = 0,
+def full_view_transform(run):
+    """The run's normalisation after a plain resize of the whole image to the run's square input size (no crop),
+    so the attention grid covers the full image."""
+    from torchvision import transforms as T
+
+    size = int(run.config["data"]["image_size"])
+    norm = next((t for t in getattr(run.transform, "transforms", []) if isinstance(t, T.Normalize)), None)
+    mean, std = (norm.mean, norm.std) if norm is not None else ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    return T.Compose([T.Resize((size, size)), T.ToTensor(), T.Normalize(mean, std)])
+
+
+def run_predictor(run, topk: int = 5) -> Predict:
+    """``predict(pil_images, captions)`` for a loaded training run (``training.inference``)."""
+    import torch
+    from training.inference import predict_masked
+
+    tf = full_view_transform(run)
+    return lambda images, captions: predict_masked(run, torch.stack([tf(im) for im in images]), list(captions),
+                                                   topk=topk)
+
+
+def run_pointing_game(run_dir: str, *, num_scenes: int = 200, image_size: int | None = None, seed: int = 0,
                       checkpoint: str = "last", tolerance: float = 0.0, batch_size: int = 16) -> dict[str, Any]:
-    """The pointing game for an ``icmlm-train`` run folder on held-out scenes (seed ``10_000 + 2*seed + 1``)."""
+    """The pointing game for an ``icmlm-train`` run folder on held-out scenes (test seed of
+    :func:`~icmlm_zoo.evaluation.synthetic_probes.held_out_scenes`); scenes at the run's input size by default."""
     try:
-        from training.inference import load_run, predict_masked
+        from training.inference import load_run
     except ImportError as exc:  # pragma: no cover
         raise RuntimeError(f"the pointing game needs training.inference (load_run, predict_masked): {exc}") from exc
     from .synthetic_probes import held_out_scenes
 
     run = load_run(run_dir, checkpoint=checkpoint)
-    _, test = held_out_scenes(1, num_scenes, image_size, seed)
-    return pointing_game(lambda ims, caps: predict_masked(run, ims, caps, topk=5), test,
-                         batch_size=batch_size, tolerance=tolerance)
+    size = image_size or int(run.config["data"]["image_size"])
+    _, test = held_out_scenes(1, num_scenes, size, seed)
+    result = pointing_game(run_predictor(run), test, batch_size=batch_size, tolerance=tolerance)
+    return {**result, "image_size": size, "step": getattr(run, "step", None)}

@@ -1,0 +1,58 @@
+"""End to end with a real (tiny) icmlm-train run: pointing game, attention PNGs, compare, detectron2 export."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+import torch
+
+pytest.importorskip("training.inference")
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    from training.cli import main as train_main
+
+    out = tmp_path_factory.mktemp("evalrun") / "run"
+    sets = ["data.synthetic.num_images=32", "data.synthetic.val_images=8", "data.image_size=64",
+            "data.synthetic.image_size=64", "train.batch_size=16", "run.tensorboard=false", "run.progress=false",
+            "tags.min_count=1", "run.export={model: null, tag: null}", "data.num_workers=0", "eval.max_batches=1"]
+    args = ["--preset", "demo", "--out", str(out)]
+    for s in sets:
+        args += ["--set", s]
+    assert train_main(args) == 0
+    return out
+
+
+def test_pointing_attention_compare_export(run_dir, tmp_path):
+    from icmlm_zoo.detection.detectron2 import detectron2_to_timm, export_detectron2
+    from icmlm_zoo.evaluation.cli import main
+    from icmlm_zoo.evaluation.model_loading import load_backbone
+    from training.data.synthetic import SyntheticScenes
+
+    assert main(["pointing", "--run", str(run_dir), "--num-scenes", "12", "--out", str(tmp_path / "pg")]) == 0
+    pg = json.loads((tmp_path / "pg" / "pointing.json").read_text())
+    assert 0 <= pg["pointing_acc"] <= 1 and pg["n_masked"] > 0 and pg["n_without_attention"] == 0
+
+    img = tmp_path / "scene.png"
+    SyntheticScenes(1, 64, seed=30_000).scene(0)["image"].save(img)
+    assert main(["attention", "--run", str(run_dir), "--image", str(img), "--caption", "a [MASK] on the [MASK].",
+                 "--out", str(tmp_path / "att")]) == 0
+    res = json.loads((tmp_path / "att" / "scene_attention.json").read_text())
+    assert len(res["masks"]) == 2 and all(len(m["topk_tokens"]) == 5 for m in res["masks"])
+    assert all((tmp_path / "att" / f"scene_attention_{k}.png").is_file() for k in (1, 2))
+
+    assert main(["compare", f"run={run_dir}", "random=random:icmlm_resnet_tiny", "--num-train", "32", "--num-test",
+                 "24", "--pointing-scenes", "8", "--image-size", "64", "--out", str(tmp_path / "cmp")]) == 0
+    rows = json.loads((tmp_path / "cmp" / "compare.json").read_text())["rows"]
+    assert "pointing_acc" in rows[0] and "pointing_acc" not in rows[1]
+
+    backbone = load_backbone(str(run_dir)).model
+    out = export_detectron2(str(run_dir), tmp_path / "run.pkl")
+    with open(out, "rb") as f:
+        back = detectron2_to_timm(pickle.load(f))
+    ref = backbone.state_dict()
+    assert set(back) == set(ref) and all(torch.equal(back[k], ref[k]) for k in ref)
