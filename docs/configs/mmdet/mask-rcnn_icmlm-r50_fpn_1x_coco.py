@@ -21,3 +21,7 @@ model = dict(
     neck=dict(in_channels=[256, 512, 1024, 2048]))
 
 optim_wrapper = dict(optimizer=dict(lr=0.02))
+
+# TIMMBackbone keeps timm's BatchNorm layers trainable (mmdet's own ResNet freezes their statistics with
+# norm_eval=True); synchronise them across GPUs as the MoCo/VirTex protocol does (mmengine converts BN -> SyncBN).
+sync_bn = 'torch'
