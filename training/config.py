@@ -6,6 +6,7 @@ the valid keys at that level. Presets live in ``training/presets/*.yaml`` and ar
 from __future__ import annotations
 
 import copy
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,8 @@ DEFAULTS: dict[str, Any] = {
     "data": {
         "kind": "synthetic",      # synthetic | coco | vg | pairs | webdataset
         "num_workers": 0,
+        "pin_memory": "auto",     # auto (= on CUDA) | true | false
+        "prefetch_factor": 2,     # batches prefetched per worker
         "image_size": 96,         # training crop size
         "scale_min": 0.7,         # RandomResizedCrop lower scale bound (1.0 = plain resize)
         "hflip": False,           # off by default: captions say "left"/"right"
@@ -55,6 +58,8 @@ DEFAULTS: dict[str, Any] = {
         "model": "minilm",        # "minilm" = the embedded MiniLM; else any BERT-style name or local path
         "max_length": 40,         # longer captions are truncated (and counted)
         "mlm_head": "auto",       # auto | pretrained | tied
+        "precision": "auto",      # frozen encoder dtype: auto (follows train.amp) | fp32 | bf16 | fp16
+        "cache_size": 0,          # LRU cache of encoder outputs per (ids, mask) row, in captions; 0 = off
     },
     "tags": {
         "file": None,             # tag vocabulary file (from `icmlm-train build-tags`)
@@ -74,6 +79,7 @@ DEFAULTS: dict[str, Any] = {
         "backbone": "icmlm_resnet_tiny",
         "heads": ["attfc", "tp"],  # any of attfc, tfm, tp (at least one)
         "channels_last": False,
+        "logits": "masked",       # masked | all (MLM logits at every position: the slow baseline, P2)
         "tp": {"hidden": 0, "dropout": 0.0, "weight": 1.0, "targets": "caption"},  # targets: caption | labels
         "attfc": {"heads": 4, "hidden": 1024, "dropout": 0.1},
         "tfm": {"layers": 2, "heads": 4, "ff": 1024, "dropout": 0.1, "max_grid": 32},
@@ -86,6 +92,7 @@ DEFAULTS: dict[str, Any] = {
         "min_lr_ratio": 0.01,     # cosine decays to lr * min_lr_ratio
         "grad_clip": 1.0,         # 0 = off
         "accum_steps": 1,
+        "impl": "auto",           # AdamW kernel: auto (fused where supported) | fused | foreach | loop
     },
     "train": {
         "batch_size": 32,         # per process
@@ -114,8 +121,23 @@ def merge(base: dict, update: dict, *, path: str = "") -> dict:
                 raise ConfigError(f"config key '{where}' is a section; give a mapping, not {value!r}")
             out[key] = merge(out[key], value, path=where + ".")
         else:
-            out[key] = value
+            out[key] = _coerce(value, out[key], where)
     return out
+
+
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def _coerce(value: Any, default: Any, where: str) -> Any:
+    """YAML reads ``1e-3`` as text: turn number-looking text into a number where numbers are expected."""
+    if isinstance(value, str) and _NUMBER.match(value.strip()):
+        if isinstance(default, bool):
+            return value
+        if isinstance(default, int) and not isinstance(default, bool) and float(value).is_integer() and "." not in value and "e" not in value.lower():
+            return int(value)
+        if isinstance(default, (int, float)) or default is None:
+            return float(value)
+    return value
 
 
 def validate(cfg: dict) -> dict:
@@ -129,6 +151,10 @@ def validate(cfg: dict) -> dict:
         ("train", "amp"): {"none", "bf16", "fp16"},
         ("model", "tp", "targets"): {"caption", "labels"},
         ("run", "device"): {"auto", "cpu", "cuda"},
+        ("text", "precision"): {"auto", "fp32", "bf16", "fp16"},
+        ("model", "logits"): {"masked", "all"},
+        ("optim", "impl"): {"auto", "fused", "foreach", "loop"},
+        ("data", "pin_memory"): {"auto", True, False},
     }
     for keys, allowed in choices.items():
         node = cfg

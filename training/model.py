@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from .backbones import create_backbone
 from .heads import AttFCHead, TfmHead, TPHead
+from .speed import LOGITS_AT, FrozenTextRunner
 from .text import TextSide
 
 __all__ = ["ICMLM", "build_model", "FROZEN_PREFIX"]
@@ -23,16 +24,22 @@ class ICMLM(nn.Module):
     ``rows``/``cols`` (masked positions), ``attention`` (M, h, w) and ``tp_logits``."""
 
     def __init__(self, backbone: nn.Module, text: TextSide | None, *, fusion: str | None, num_tags: int,
-                 cfg_model: dict, mlm_head_mode: str = "auto", channels_last: bool = False) -> None:
+                 cfg_model: dict, mlm_head_mode: str = "auto", channels_last: bool = False,
+                 text_precision: str = "fp32", amp: str = "none", text_cache_size: int = 0) -> None:
         super().__init__()
         self.backbone = backbone
         self.channels_last = channels_last
+        self.logits_at = cfg_model.get("logits", "masked")  # masked | all (the straightforward baseline)
+        if self.logits_at not in LOGITS_AT:
+            raise ValueError(f"model.logits={self.logits_at!r}; choose one of {list(LOGITS_AT)}")
         C = int(backbone.num_features)
         self.fusion_kind = fusion
         if fusion is not None:
             if text is None:
                 raise ValueError("an MLM head needs the text encoder")
             self.text = text.encoder
+            # inference mode, reduced precision and the feature cache (training/speed.py); not a submodule
+            self.text_runner = FrozenTextRunner(text.encoder, text_precision, amp, text_cache_size)
             width = text.width
             if fusion == "attfc":
                 a = cfg_model["attfc"]
@@ -71,8 +78,8 @@ class ICMLM(nn.Module):
         return self.backbone.forward_features(images)
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return self.text(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        """Frozen-encoder states (B, L, width), through :class:`~training.speed.FrozenTextRunner`."""
+        return self.text_runner(input_ids, attention_mask)
 
     def forward(self, images: torch.Tensor, input_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None,
@@ -84,8 +91,15 @@ class ICMLM(nn.Module):
             text = self.encode_text(input_ids, attention_mask)
             sel = (labels != -100) if mask_positions is None else mask_positions
             rows, cols = sel.nonzero(as_tuple=True)
-            fused, att = self.fusion(fmap, text, attention_mask, rows, cols)
-            logits = self.mlm_head(fused).float()
+            if self.logits_at == "all":  # straightforward baseline: fuse + logits everywhere, keep the masked
+                ra, ca = attention_mask.bool().nonzero(as_tuple=True)
+                fused, att = self.fusion(fmap, text, attention_mask, ra, ca)
+                pick = sel[ra, ca]
+                logits = self.mlm_head(fused).float()[pick]
+                att, rows, cols = att[pick], ra[pick], ca[pick]
+            else:
+                fused, att = self.fusion(fmap, text, attention_mask, rows, cols)
+                logits = self.mlm_head(fused).float()
             h, w = fmap.shape[-2:]
             out.update(logits=logits, rows=rows, cols=cols, attention=att.reshape(-1, h, w))
             if labels is not None:
@@ -110,5 +124,8 @@ def build_model(cfg: dict, text: TextSide | None, num_tags: int) -> ICMLM:
     backbone = create_backbone(m["backbone"])
     if m["channels_last"]:
         backbone = backbone.to(memory_format=torch.channels_last)
+    t = cfg["text"]
     return ICMLM(backbone, text, fusion=fusion, num_tags=num_tags if "tp" in heads else 0, cfg_model=m,
-                 mlm_head_mode=cfg["text"]["mlm_head"], channels_last=m["channels_last"])
+                 mlm_head_mode=t["mlm_head"], channels_last=m["channels_last"],
+                 text_precision=t.get("precision", "auto"), amp=cfg["train"]["amp"],
+                 text_cache_size=int(t.get("cache_size", 0) or 0))

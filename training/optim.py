@@ -15,7 +15,9 @@ def build_optimizer(model: torch.nn.Module, o: dict) -> torch.optim.Optimizer:
             continue
         (no_decay if p.ndim <= 1 or "pos." in name or "type_emb" in name else decay).append(p)
     groups = [{"params": decay, "weight_decay": o["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=o["lr"], betas=tuple(o["betas"]))
+    from .speed import optimizer_kwargs
+    kw = optimizer_kwargs(o.get("impl", "auto"), decay + no_decay)
+    return torch.optim.AdamW(groups, lr=o["lr"], betas=tuple(o["betas"]), **kw)
 
 
 def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:

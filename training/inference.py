@@ -1,0 +1,134 @@
+"""Load a trained run and predict masked words (with attention maps) — the API the evaluation builds on.
+
+    run = load_run("runs/demo-...")                       # model in eval mode, tokenizer, config, transform
+    x = torch.stack([run.transform(img) for img in pil_images])
+    out = predict_masked(run, x, ["a [MASK] circle on the left."] * len(x), topk=5)
+    out[0]["masks"][0] -> {"position", "topk_tokens", "topk_probs", "attention" (h, w) or None}
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from . import checkpoint as ckpt
+from .config import load_config
+from .data.transforms import backbone_norm, eval_transform
+from .model import ICMLM, build_model
+from .tags import load_tags, split_words
+
+__all__ = ["LoadedRun", "load_run", "encode_masked_captions", "predict_masked"]
+
+_MASK = re.compile(r"(\[MASK\])")
+
+
+@dataclass
+class LoadedRun:
+    """A trained run ready for inference. ``model.backbone`` is the timm trunk."""
+    model: ICMLM
+    tokenizer: Any
+    config: dict
+    transform: Callable
+    backbone_name: str
+    tags: list[str] | None = None
+    run_dir: Path | None = None
+    step: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+
+def load_run(run_dir: str | Path, checkpoint: str | int = "last", device: str | torch.device = "cpu") -> LoadedRun:
+    """Rebuild the model of ``run_dir`` from its ``config.yaml`` and load a checkpoint (``last``, a step
+    number or a file); the frozen text encoder is reloaded from its source (``text.model``)."""
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{cfg_path} not found; is {run_dir} a training run folder?")
+    cfg = load_config(config_file=cfg_path)
+    heads = cfg["model"]["heads"]
+    fusion = any(h in heads for h in ("attfc", "tfm"))
+    text = None
+    if fusion:
+        from .text import load_text_side
+        text = load_text_side(cfg["text"]["model"])
+    tags = None
+    if cfg["tags"]["file"]:
+        p = Path(cfg["tags"]["file"])
+        p = p if p.is_absolute() else run_dir / p
+        if p.is_file():
+            tags = load_tags(p)
+    if "tp" in heads and not tags:
+        raise FileNotFoundError(f"the run has a TP head but its tag file ({cfg['tags']['file']}) is missing")
+    model = build_model(cfg, text, len(tags) if tags else 0)
+    state = ckpt.load_checkpoint(ckpt.resolve_checkpoint(run_dir, checkpoint))
+    model.load_trainable_state_dict(state["model"])
+    dev = torch.device(device)
+    model.to(dev).eval()
+    norm = backbone_norm(cfg["model"]["backbone"])
+    d = cfg["data"]
+    tf = eval_transform(d["image_size"], norm["mean"], norm["std"],
+                        crop_pct=d["eval_crop_pct"] or norm.get("crop_pct", 0.875),
+                        interpolation=norm.get("interpolation", "bilinear"))
+    return LoadedRun(model=model, tokenizer=text.tokenizer if text else None, config=cfg, transform=tf,
+                     backbone_name=cfg["model"]["backbone"], tags=tags, run_dir=run_dir, step=int(state["step"]),
+                     device=dev)
+
+
+def encode_masked_captions(tokenizer, captions: list[str], max_length: int = 64
+                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Token ids, attention mask and a boolean mask of the ``[MASK]`` positions. Each literal ``[MASK]`` in
+    a caption is one masked token; other text is lower-cased and word-piece tokenised."""
+    rows = []
+    for cap in captions:
+        ids = [tokenizer.cls_token_id]
+        for part in _MASK.split(cap):
+            if part == "[MASK]":
+                ids.append(tokenizer.mask_token_id)
+            elif part.strip():
+                for w in split_words(part.lower()):
+                    ids.extend(tokenizer.convert_tokens_to_ids(tokenizer.tokenize(w)))
+        ids = ids[: max_length - 1] + [tokenizer.sep_token_id]
+        rows.append(ids)
+    L = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), L), tokenizer.pad_token_id, dtype=torch.long)
+    att = torch.zeros((len(rows), L), dtype=torch.long)
+    for i, r in enumerate(rows):
+        input_ids[i, :len(r)] = torch.tensor(r)
+        att[i, :len(r)] = 1
+    return input_ids, att, input_ids == tokenizer.mask_token_id
+
+
+@torch.no_grad()
+def predict_masked(run: LoadedRun, images: torch.Tensor, captions: list[str], topk: int = 5) -> list[dict]:
+    """Top-k words for every ``[MASK]`` in each caption, given its image (already transformed with
+    ``run.transform``), and the masked token's head-averaged attention over the visual grid (h, w), summing
+    to 1 (last layer for tfm). A TP-only run has no MLM head: its predictions are the top-k tags of the
+    image (the same for every mask) and ``attention`` is None."""
+    if images.ndim != 4 or len(images) != len(captions):
+        raise ValueError(f"give images as (B, 3, H, W) and one caption per image; got {tuple(images.shape)} "
+                         f"and {len(captions)} captions")
+    model = run.model
+    images = images.to(run.device)
+    if model.fusion_kind is None:
+        probs = torch.sigmoid(model(images)["tp_logits"])
+        out = []
+        for b, cap in enumerate(captions):
+            n = len(_MASK.findall(cap))
+            p, i = probs[b].topk(min(topk, probs.shape[-1]))
+            out.append({"masks": [{"position": m, "topk_tokens": [run.tags[j] for j in i.tolist()],
+                                   "topk_probs": p.tolist(), "attention": None} for m in range(n)]})
+        return out
+    ids, att, sel = encode_masked_captions(run.tokenizer, captions, run.config["text"]["max_length"])
+    if not sel.any(-1).all():
+        bad = [c for c, s in zip(captions, sel.any(-1).tolist()) if not s]
+        raise ValueError(f"every caption needs at least one [MASK]; these have none: {bad[:3]}")
+    res = model(images, ids.to(run.device), att.to(run.device), mask_positions=sel.to(run.device))
+    probs = res["logits"].float().softmax(-1)
+    p, i = probs.topk(topk, dim=-1)
+    out: list[dict] = [{"masks": []} for _ in captions]
+    for m, (r, c) in enumerate(zip(res["rows"].tolist(), res["cols"].tolist())):
+        out[r]["masks"].append({"position": c, "topk_tokens": run.tokenizer.convert_ids_to_tokens(i[m].tolist()),
+                                "topk_probs": p[m].tolist(), "attention": res["attention"][m].float().cpu()})
+    return out

@@ -1,0 +1,189 @@
+"""Speed levers of the ICMLM step (see docs/performance.md for what each buys).
+
+* :class:`FrozenTextRunner` runs the frozen text encoder in ``torch.inference_mode`` and, if asked, in reduced
+  precision through a bf16/fp16 *copy* of the encoder (casting the weights once, not at every step as autocast
+  would for frozen weights), with an optional LRU cache of the encoder outputs keyed on the content of
+  ``(input_ids, attention_mask)`` of each caption row — the same caption with the same mask seen again costs
+  nothing. Config: ``text.precision`` (auto | fp32 | bf16 | fp16), ``text.cache_size`` (0 = off).
+* :func:`optimizer_kwargs` picks the fused / foreach AdamW implementation (config ``optim.impl``).
+* :func:`loader_kwargs` resolves the data-loader settings (``data.pin_memory``, ``data.prefetch_factor``).
+
+The "straightforward" step that the P2 benchmark compares against is ``text.precision=fp32``,
+``text.cache_size=0``, ``model.logits=all`` and ``model.channels_last=false``
+(:data:`STRAIGHTFORWARD_OVERRIDES`).
+"""
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+__all__ = ["FrozenTextRunner", "TextFeatureCache", "resolve_text_dtype", "optimizer_kwargs", "loader_kwargs",
+           "fast_bf16_cpu", "STRAIGHTFORWARD_OVERRIDES", "TEXT_PRECISIONS", "OPTIM_IMPLS", "LOGITS_AT"]
+
+TEXT_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+OPTIM_IMPLS = ("auto", "fused", "foreach", "loop")
+LOGITS_AT = ("masked", "all")
+
+#: config overrides that give the straightforward (unoptimised) ICMLM step of benchmark P2
+STRAIGHTFORWARD_OVERRIDES = ["text.precision=fp32", "text.cache_size=0", "model.logits=all",
+                             "model.channels_last=false"]
+
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def fast_bf16_cpu() -> bool:
+    """True when this CPU has native bf16 matrix units (AMX or AVX512-BF16), as oneDNN reports them."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception:  # pragma: no cover - older/odd builds
+        return False
+
+
+def resolve_text_dtype(precision: str, amp: str, device: torch.device) -> torch.dtype:
+    """The dtype the frozen encoder runs in. ``auto`` follows ``train.amp``: fp32 without AMP, bf16 with bf16
+    AMP, fp16 with fp16 AMP on CUDA (bf16 on CPU)."""
+    if precision not in TEXT_PRECISIONS:
+        raise ValueError(f"text.precision={precision!r}; choose one of {list(TEXT_PRECISIONS)}")
+    if precision == "auto":
+        precision = {"none": "fp32", "bf16": "bf16", "fp16": "fp16" if device.type == "cuda" else "bf16"}.get(amp, "fp32")
+    if precision == "fp16" and device.type != "cuda":
+        precision = "bf16"
+    return _DTYPES[precision]
+
+
+class TextFeatureCache:
+    """LRU cache of frozen-encoder outputs per caption row, keyed on the bytes of its token ids and attention
+    mask (up to the last attended position). Values are (n, width) tensors in the encoder's dtype."""
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = int(max_entries)
+        self._d: OrderedDict[bytes, torch.Tensor] = OrderedDict()
+        self.hits = self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def get(self, key: bytes) -> torch.Tensor | None:
+        v = self._d.get(key)
+        if v is None:
+            self.misses += 1
+            return None
+        self._d.move_to_end(key)
+        self.hits += 1
+        return v
+
+    def put(self, key: bytes, value: torch.Tensor) -> None:
+        if self.max_entries <= 0:
+            return
+        self._d[key] = value
+        self._d.move_to_end(key)
+        while len(self._d) > self.max_entries:
+            self._d.popitem(last=False)
+
+    def clear(self) -> None:
+        self._d.clear()
+        self.hits = self.misses = 0
+
+    def stats(self) -> dict[str, Any]:
+        n = self.hits + self.misses
+        return {"entries": len(self._d), "hits": self.hits, "misses": self.misses,
+                "hit_rate": self.hits / n if n else 0.0}
+
+
+def _row_keys(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[list[bytes], list[int]]:
+    ids = input_ids.detach().to("cpu", torch.int64).numpy()
+    att = attention_mask.detach().to("cpu", torch.int64).numpy()
+    keys, lengths = [], []
+    for r in range(ids.shape[0]):
+        nz = att[r].nonzero()[0]
+        n = int(nz[-1]) + 1 if len(nz) else 0
+        keys.append(ids[r, :n].tobytes() + b"|" + att[r, :n].astype("int8").tobytes())
+        lengths.append(n)
+    return keys, lengths
+
+
+class FrozenTextRunner:
+    """Runs a frozen encoder: inference mode, optional reduced-precision copy, optional output cache.
+
+    Not an ``nn.Module`` on purpose: the low-precision copy and the cache stay out of ``state_dict``,
+    ``parameters()`` and DDP. The copy is made lazily on the device of the first input (and remade if the
+    encoder moved).
+    """
+
+    def __init__(self, encoder: nn.Module, precision: str = "auto", amp: str = "none", cache_size: int = 0) -> None:
+        self.encoder = encoder
+        self.precision, self.amp = precision, amp
+        self.cache = TextFeatureCache(cache_size) if cache_size else None
+        self._copy: nn.Module | None = None
+        self._copy_key: tuple | None = None
+
+    def _module(self, dtype: torch.dtype, device: torch.device) -> nn.Module:
+        ref = next(self.encoder.parameters())
+        if dtype == ref.dtype:
+            return self.encoder
+        key = (dtype, str(device), ref.data_ptr())
+        if self._copy is None or self._copy_key != key:
+            self._copy = copy.deepcopy(self.encoder).to(device=device, dtype=dtype).eval()
+            for p in self._copy.parameters():
+                p.requires_grad_(False)
+            self._copy_key = key
+        return self._copy
+
+    def _encode(self, module: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode(), torch.autocast(input_ids.device.type, enabled=False):
+            return module(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, L) ids and mask → (B, L, width) states, a normal (non-inference) tensor in the run dtype."""
+        dtype = resolve_text_dtype(self.precision, self.amp, input_ids.device)
+        module = self._module(dtype, input_ids.device)
+        if self.cache is None:
+            return self._encode(module, input_ids, attention_mask).clone()
+        keys, lengths = _row_keys(input_ids, attention_mask)
+        B, L = input_ids.shape
+        found = [self.cache.get(k) for k in keys]
+        miss = [r for r, v in enumerate(found) if v is None]
+        if miss:
+            n = max(1, max(lengths[r] for r in miss))
+            idx = torch.tensor(miss, device=input_ids.device)
+            states = self._encode(module, input_ids[idx, :n], attention_mask[idx, :n])
+            for j, r in enumerate(miss):
+                v = states[j, :lengths[r]].clone()
+                found[r] = v
+                self.cache.put(keys[r], v)
+        width = found[0].shape[-1]
+        out = torch.zeros(B, L, width, dtype=found[0].dtype, device=input_ids.device)
+        for r, v in enumerate(found):
+            out[r, :lengths[r]] = v
+        return out
+
+
+def optimizer_kwargs(impl: str, params: list[torch.Tensor]) -> dict[str, bool]:
+    """Keyword arguments of ``torch.optim.AdamW`` for ``optim.impl``. ``auto``: fused when every parameter is
+    a floating tensor on a device the fused kernel supports (CUDA, CPU in torch >= 2.4), else foreach."""
+    if impl not in OPTIM_IMPLS:
+        raise ValueError(f"optim.impl={impl!r}; choose one of {list(OPTIM_IMPLS)}")
+    if impl == "loop":
+        return {"foreach": False}
+    if impl == "foreach":
+        return {"foreach": True}
+    if impl == "fused":
+        return {"fused": True}
+    devices = {p.device.type for p in params}
+    ok = bool(params) and devices <= {"cuda", "cpu"} and all(p.is_floating_point() for p in params)
+    if ok and "cpu" in devices:
+        ok = tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 4)
+    return {"fused": True} if ok else {"foreach": True}
+
+
+def loader_kwargs(data_cfg: dict, device_type: str) -> dict[str, Any]:
+    """Extra DataLoader arguments: ``pin_memory`` (auto = on CUDA) and ``prefetch_factor`` (with workers)."""
+    pin = data_cfg.get("pin_memory", "auto")
+    out: dict[str, Any] = {"pin_memory": (device_type == "cuda") if pin == "auto" else bool(pin)}
+    if data_cfg.get("num_workers", 0) > 0:
+        out["prefetch_factor"] = int(data_cfg.get("prefetch_factor", 2) or 2)
+    return out
