@@ -46,7 +46,7 @@ def load_spacy():
 
 def mine_tags(captions: Iterable[str], *, pos: Iterable[str] = ("NOUN", "ADJ", "VERB"), min_count: int = 5,
               top_k: int = 1000, nlp=None, batch_size: int = 256) -> list[tuple[str, int, str]]:
-    """Count lower-cased alphabetic non-stop-word tokens whose universal POS is in ``pos``.
+    """Tag lower-cased captions; count alphabetic non-stop-word tokens whose universal POS is in ``pos``.
 
     Returns ``(word, count, most frequent POS)`` sorted by count (then word), at least ``min_count``
     occurrences, at most ``top_k`` entries. Needs spaCy with ``en_core_web_sm``.
@@ -56,7 +56,7 @@ def mine_tags(captions: Iterable[str], *, pos: Iterable[str] = ("NOUN", "ADJ", "
     wanted = {p.upper() for p in pos}
     counts: Counter[str] = Counter()
     pos_counts: dict[str, Counter[str]] = {}
-    texts = (c for c in captions if isinstance(c, str) and c.strip())
+    texts = (c.lower() for c in captions if isinstance(c, str) and c.strip())  # tagged lower-cased
     for doc in nlp.pipe(texts, batch_size=batch_size):
         for tok in doc:
             if tok.pos_ in wanted and tok.is_alpha and not tok.is_stop:

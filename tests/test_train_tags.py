@@ -1,0 +1,42 @@
+"""Tag mining with spaCy (`icmlm-train build-tags`)."""
+from __future__ import annotations
+
+import json
+
+from training.cli import main
+from training.tags import load_tags, mine_tags
+
+
+def test_mine_tags_pos_classes_and_counts():
+    caps = ["a brown dog runs on the beach", "two dogs play with a red ball", "a brown dog sleeps",
+            "the dog eats a red apple", "a cat sleeps on a red couch"] * 3
+    tags = mine_tags(caps, pos=["NOUN", "ADJ"], min_count=3, top_k=100)
+    words = {w: (c, p) for w, c, p in tags}
+    assert words["dog"][0] == 9 and words["dog"][1] == "NOUN"
+    assert words["red"][1] == "ADJ" and words["brown"][0] == 6
+    assert "the" not in words and "runs" not in words  # stop words / verbs excluded
+    assert [w for w, _, _ in tags] == sorted(words, key=lambda w: (-words[w][0], w))
+    assert len(mine_tags(caps, pos=["NOUN"], min_count=1, top_k=2)) == 2
+
+
+def test_build_tags_cli_from_coco_captions(tmp_path, capsys):
+    caps = {"images": [], "annotations": [{"id": i, "image_id": i, "caption": c} for i, c in enumerate(
+        ["A man riding a wave on a surfboard.", "A surfer rides a big wave.", "Man on a surfboard in the ocean.",
+         "A giraffe eating leaves from a tall tree.", "A giraffe standing next to a tree."] * 2)]}
+    f = tmp_path / "captions_train.json"
+    f.write_text(json.dumps(caps))
+    out = tmp_path / "tags.txt"
+    assert main(["build-tags", "--captions", str(f), "--out", str(out), "--min-count", "3"]) == 0
+    words = load_tags(out)
+    assert {"surfboard", "wave", "tree", "giraffe"} <= set(words)
+    assert "wrote" in capsys.readouterr().out
+    # never overwritten
+    assert main(["build-tags", "--captions", str(f), "--out", str(out)]) == 1
+
+
+def test_build_tags_from_configured_synthetic_data(tmp_path):
+    out = tmp_path / "syn_tags.txt"
+    assert main(["build-tags", "--preset", "demo", "--max-captions", "300", "--out", str(out)]) == 0
+    words = load_tags(out)
+    for w in ("red", "blue", "circle", "triangle", "small", "large"):
+        assert w in words
