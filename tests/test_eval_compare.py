@@ -24,7 +24,12 @@ def _weights(path, seed: int, folder: bool = False):
     if folder:
         path.mkdir(parents=True)
         save_file(model.state_dict(), str(path / "model.safetensors"))
-        (path / "config.json").write_text(json.dumps({"architecture": "icmlm_resnet_tiny", "num_classes": 0}))
+        # the layout icmlm-train export writes: a plain timm architecture + model_args (loads without our package)
+        (path / "config.json").write_text(json.dumps({
+            "architecture": "resnet18", "num_classes": 0,
+            "model_args": {"layers": [1, 1, 1, 1], "channels": [32, 64, 128, 256]},
+            "pretrained_cfg": {"input_size": [3, 32, 32], "mean": [0.485, 0.456, 0.406],
+                               "std": [0.229, 0.224, 0.225], "crop_pct": 1.0, "interpolation": "bilinear"}}))
         return path
     save_file(model.state_dict(), str(path))
     return path
@@ -47,6 +52,17 @@ def test_compare_table_over_checkpoints(tmp_path):
     # fixed seeds: the same evaluation gives the same numbers
     again = cmp.compare(["random=random:icmlm_resnet_tiny"], num_train=32, num_test=24, image_size=32)
     assert json.loads(json.dumps(again["rows"][0])) == res["rows"][2]
+
+
+def test_weight_folder_with_model_args_loads_exactly(tmp_path):
+    from icmlm_zoo.evaluation.model_loading import load_backbone
+
+    folder = _weights(tmp_path / "w", 3, folder=True)
+    torch.manual_seed(3)
+    ref = timm.create_model("icmlm_resnet_tiny", pretrained=False, num_classes=0).state_dict()
+    for spec in (str(folder), str(folder / "model.safetensors")):
+        got = load_backbone(spec).model.state_dict()
+        assert set(got) == set(ref) and all(torch.equal(got[k], ref[k]) for k in ref)
 
 
 def test_parse_models_rejects_duplicates():

@@ -50,12 +50,14 @@ def _data_config(model: nn.Module) -> dict[str, Any]:
                 "interpolation": "bilinear", "crop_pct": 0.875}
 
 
-def _read_arch(folder: Path) -> str | None:
+def _read_config(folder: Path) -> tuple[str | None, dict[str, Any]]:
+    """``(architecture, model_args)`` from a timm ``config.json`` in ``folder`` (``(None, {})`` if absent)."""
     cfg = folder / "config.json"
     if not cfg.is_file():
-        return None
+        return None, {}
     data = json.loads(cfg.read_text())
-    return data.get("architecture") or data.get("pretrained_cfg", {}).get("architecture")
+    arch = data.get("architecture") or data.get("pretrained_cfg", {}).get("architecture")
+    return arch, dict(data.get("model_args") or {})
 
 
 def _find_weights(folder: Path) -> Path | None:
@@ -90,11 +92,15 @@ def load_backbone(spec: str, *, arch: str | None = None, device: str | torch.dev
     elif path.is_dir():
         weights = _find_weights(path)
         if weights is not None:
-            name = arch or _read_arch(path)
-            if not name:
+            cfg_arch, _ = _read_config(path)
+            if arch:
+                name, model = arch, _create_from_file(arch, weights)
+            elif cfg_arch:  # timm's own folder loader: architecture, model_args and pretrained_cfg
+                name = cfg_arch
+                model = timm.create_model(f"local-dir:{path.resolve()}", pretrained=True, num_classes=0)
+            else:
                 raise ValueError(f"weight folder {path} has no config.json with an 'architecture'; "
                                  "pass --arch NAME (e.g. icmlm_resnet50)")
-            model = _create_from_file(name, weights)
         elif _is_run_dir(path):
             model, name = _load_run_backbone(path, checkpoint)
         else:
@@ -104,11 +110,12 @@ def load_backbone(spec: str, *, arch: str | None = None, device: str | torch.dev
     elif path.suffix in WEIGHT_SUFFIXES or path.exists():
         if not path.is_file():
             raise FileNotFoundError(f"weight file {path} does not exist")
-        name = arch or _read_arch(path.parent)
+        cfg_arch, model_args = _read_config(path.parent)
+        name = arch or cfg_arch
         if not name:
             raise ValueError(f"cannot tell the architecture of {path}: pass --arch NAME "
                              "(e.g. icmlm_resnet50) or put the timm config.json beside it")
-        model = _create_from_file(name, path)
+        model = _create_from_file(name, path, **({} if arch else model_args))
     else:
         if not timm.is_model(spec.split(".")[0]):
             known = ", ".join(timm.list_models("icmlm_*")) or "(none registered)"
@@ -122,11 +129,11 @@ def load_backbone(spec: str, *, arch: str | None = None, device: str | torch.dev
     return LoadedBackbone(model=model, name=name, source=spec, data_config=_data_config(model))
 
 
-def _create_from_file(name: str, weights: Path) -> nn.Module:
+def _create_from_file(name: str, weights: Path, **model_args: Any) -> nn.Module:
     import timm
 
     return timm.create_model(name, pretrained=True, num_classes=0,
-                             pretrained_cfg_overlay=dict(file=str(weights)))
+                             pretrained_cfg_overlay=dict(file=str(weights)), **model_args)
 
 
 def _load_run_backbone(run_dir: Path, checkpoint: str) -> tuple[nn.Module, str]:
