@@ -115,7 +115,8 @@ def config_snippet(mean: tuple[float, ...], std: tuple[float, ...], depth: int, 
         f"  PIXEL_MEAN: {fmt(mean)}",
         f"  PIXEL_STD: {fmt(std)}",
         "  RESNETS:",
-        f"    DEPTH: {depth if depth else 'FILL_ME'}",
+        f"    DEPTH: {depth}" if depth else
+        "    DEPTH: FILL_ME  # not a standard ResNet depth: detectron2 builds only 18/34/50/101/152",
         "    STRIDE_IN_1X1: False  # torchvision-style bottleneck (stride in the 3x3 conv)",
     ]
     if depth in (18, 34):
