@@ -134,7 +134,7 @@ def run_voc07(model: str, data: str | Path, *, arch: str | None = None, stage: i
               cache_dir: str | Path | None = None, device: str = "cpu", seed: int = 0,
               num_workers: int = 0) -> dict:
     """The whole protocol for one model spec; returns the result dict (see :func:`evaluate`) plus metadata."""
-    from .features import ImageList, cache_key, eval_transform, extract, source_fingerprint
+    from .features import ImageList, cache_key, eval_transform, extract, resolve_stage, source_fingerprint
     from .model_loading import load_backbone
 
     root = find_voc_root(data)
@@ -152,8 +152,6 @@ def run_voc07(model: str, data: str | Path, *, arch: str | None = None, stage: i
                                  device=device, l2_normalize=True, cache=cache, desc=f"voc07 {name}",
                                  num_workers=num_workers)
     result = evaluate(feats["trainval"], train.labels, feats["test"], test.labels, classes, costs, seed)
-    from .features import resolve_stage
-
     result.update({"task": "voc07_svm", "model": model, "arch": loaded.name,
                    "stage": resolve_stage(loaded.model, stage), "feature_dim": int(feats["test"].shape[1]),
                    "n_trainval": len(train.ids), "n_test": len(test.ids), "costs": list(costs), "data": str(root)})
