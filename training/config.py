@@ -58,7 +58,7 @@ DEFAULTS: dict[str, Any] = {
         "model": "minilm",        # "minilm" = the embedded MiniLM; else any BERT-style name or local path
         "max_length": 40,         # longer captions are truncated (and counted)
         "mlm_head": "auto",       # auto | pretrained | tied
-        "precision": "auto",      # frozen encoder dtype: auto (follows train.amp) | fp32 | bf16 | fp16
+        "precision": "auto",      # frozen encoder dtype: auto (AMP dtype, else bf16 where native) | fp32 | bf16 | fp16
         "cache_size": 0,          # LRU cache of encoder outputs per (ids, mask) row, in captions; 0 = off
     },
     "tags": {

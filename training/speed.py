@@ -15,6 +15,7 @@ The "straightforward" step that the P2 benchmark compares against is ``text.prec
 from __future__ import annotations
 
 import copy
+import functools
 from collections import OrderedDict
 from typing import Any
 
@@ -22,7 +23,7 @@ import torch
 import torch.nn as nn
 
 __all__ = ["FrozenTextRunner", "TextFeatureCache", "resolve_text_dtype", "optimizer_kwargs", "loader_kwargs",
-           "fast_bf16_cpu", "STRAIGHTFORWARD_OVERRIDES", "TEXT_PRECISIONS", "OPTIM_IMPLS", "LOGITS_AT"]
+           "fast_bf16_cpu", "fast_bf16", "STRAIGHTFORWARD_OVERRIDES", "TEXT_PRECISIONS", "OPTIM_IMPLS", "LOGITS_AT"]
 
 TEXT_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 OPTIM_IMPLS = ("auto", "fused", "foreach", "loop")
@@ -35,6 +36,7 @@ STRAIGHTFORWARD_OVERRIDES = ["text.precision=fp32", "text.cache_size=0", "model.
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+@functools.lru_cache(maxsize=None)
 def fast_bf16_cpu() -> bool:
     """True when this CPU has native bf16 matrix units (AMX or AVX512-BF16), as oneDNN reports them."""
     try:
@@ -43,13 +45,24 @@ def fast_bf16_cpu() -> bool:
         return False
 
 
+def fast_bf16(device: torch.device) -> bool:
+    """Whether ``device`` runs bf16 matrix products natively (CUDA with bf16 support; CPU with AMX/AVX512-BF16)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and fast_bf16_cpu()
+
+
 def resolve_text_dtype(precision: str, amp: str, device: torch.device) -> torch.dtype:
-    """The dtype the frozen encoder runs in. ``auto`` follows ``train.amp``: fp32 without AMP, bf16 with bf16
-    AMP, fp16 with fp16 AMP on CUDA (bf16 on CPU)."""
+    """The dtype the frozen encoder runs in. ``auto``: the AMP dtype under ``train.amp`` bf16/fp16 (fp16 only on
+    CUDA); without AMP, bf16 where the device computes it natively (the encoder is frozen: its features only
+    lose bits below bf16's precision, and the trunk and heads stay fp32), else fp32."""
     if precision not in TEXT_PRECISIONS:
         raise ValueError(f"text.precision={precision!r}; choose one of {list(TEXT_PRECISIONS)}")
     if precision == "auto":
-        precision = {"none": "fp32", "bf16": "bf16", "fp16": "fp16" if device.type == "cuda" else "bf16"}.get(amp, "fp32")
+        if amp == "none":
+            precision = "bf16" if fast_bf16(device) else "fp32"
+        else:
+            precision = "fp16" if (amp == "fp16" and device.type == "cuda") else "bf16"
     if precision == "fp16" and device.type != "cuda":
         precision = "bf16"
     return _DTYPES[precision]

