@@ -83,3 +83,15 @@ def test_attention_cli_errors(tmp_path, capsys):
     assert main(["attention", "--run", str(tmp_path), "--image", str(tmp_path / "x.png"),
                  "--caption", "no mask here"]) == 2
     assert "[MASK]" in capsys.readouterr().err
+
+
+def test_tp_only_predictions_are_not_scored():
+    scenes = _scenes(6)
+
+    def tags_only(images, captions):
+        return [{"masks": [{"position": 0, "topk_tokens": ["circle"], "topk_probs": [0.9], "attention": None}]}
+                for _ in images]
+
+    res = pointing_game(tags_only, scenes)
+    assert res["n_without_attention"] == res["n_masked"] > 0
+    assert np.isnan(res["pointing_acc"]) and np.isnan(res["masked_shape_top1"])

@@ -4,7 +4,8 @@ For each scene, the first object whose shape word occurs exactly once in the cap
 ``[MASK]``; the model's attention map for the mask (``h x w`` over the image) is reduced to its arg-max cell, and
 the cell centre (in image pixels) is a hit when it lies inside the object's box (optionally grown by
 ``tolerance`` pixels). ``chance`` is the hit rate of a uniformly random cell. Also reported: how often the
-top-1 predicted word is the masked shape word.
+top-1 predicted word is the masked shape word. Runs without an MLM head (TP-only) return no attention and
+are reported as missing (NaN) for both.
 """
 
 from __future__ import annotations
@@ -67,12 +68,12 @@ def pointing_game(predict: Predict, scenes, *, batch_size: int = 16, tolerance: 
             if not out.get("masks"):
                 continue
             m = out["masks"][0]
-            top1 += int(str(m["topk_tokens"][0]).strip().lower() == obj["shape"])
             n += 1
             att = m.get("attention")
-            if att is None:
+            if att is None:  # a TP-only run: its "tokens" are image tags, not masked-word predictions
                 no_att += 1
                 continue
+            top1 += int(str(m["topk_tokens"][0]).strip().lower() == obj["shape"])
             att = np.asarray(att.detach().float().cpu() if hasattr(att, "detach") else att)
             x, y = peak_point(att, image.size)
             hits += int(_inside(x, y, obj["box"], tolerance))
@@ -80,7 +81,7 @@ def pointing_game(predict: Predict, scenes, *, batch_size: int = 16, tolerance: 
     scored = n - no_att
     return {"pointing_acc": hits / scored if scored else float("nan"),
             "pointing_chance": chance / scored if scored else float("nan"),
-            "masked_shape_top1": top1 / n if n else float("nan"),
+            "masked_shape_top1": top1 / scored if scored else float("nan"),
             "n_scenes": len(scenes), "n_masked": n, "n_without_attention": no_att, "tolerance": tolerance}
 
 
