@@ -18,14 +18,16 @@ def _final_state(run):
 
 def test_tiny_training_loss_goes_down(tmp_path, tag_file, text_side, capsys):
     run = tmp_path / "run"
-    rc = main(tiny_args(tag_file, "--out", str(run), "--set", "optim.lr=3e-3", steps=30))
+    rc = main(tiny_args(tag_file, "--out", str(run), "--set", "optim.lr=3e-3", "--set", "run.keep_last=2",
+                        steps=20, size=32))
     assert rc == 0, capsys.readouterr().err
     rows = read_metrics(run)
     losses = [float(r["loss"]) for r in rows]
-    assert len(losses) == 30
+    assert len(losses) == 20
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
     assert last < 0.7 * first, (first, last)
     assert (run / "config.yaml").is_file() and (run / "tags.txt").is_file()
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["ckpt_0000016.pt", "ckpt_0000020.pt"]
     ev = json.loads((run / "summary.json").read_text())["eval"]
     assert 0 <= ev["top1"] <= ev["top5"] <= 1
     assert "masked-word top-1" in capsys.readouterr().out

@@ -8,7 +8,7 @@ from typing import Any
 __all__ = ["MetricsLogger", "COLUMNS"]
 
 COLUMNS = ["step", "epoch", "split", "lr", "loss", "mlm_loss", "tp_loss", "top1", "top5", "images_per_s",
-           "failed", "skipped", "truncated", "samples"]
+           "failed", "skipped", "truncated", "samples", "visual_top1", "visual_chance", "majority_baseline"]
 
 
 class MetricsLogger:

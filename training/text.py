@@ -56,10 +56,24 @@ class TiedMLMHead(nn.Module):
         self.norm = nn.LayerNorm(width, eps=eps)
         self.bias = nn.Parameter(torch.zeros(embeddings.num_embeddings))
         self._embeddings = [embeddings]  # a list: kept out of parameters/state_dict on purpose
+        self._cast: list = [None, None]  # (key, low-precision copy of the frozen decoder weight)
+
+    def _decoder_weight(self, w: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """The frozen embedding matrix in ``dtype``, cast once instead of by autocast at every step (same values)."""
+        key = (dtype, w.device, w.data_ptr(), w._version)
+        if self._cast[0] != key:
+            with torch.no_grad():
+                self._cast[:] = [key, w.detach().to(dtype)]
+        return self._cast[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self._embeddings[0].weight
         h = self.norm(F.gelu(self.dense(x)))
+        dev = x.device.type
+        if not w.requires_grad and torch.is_autocast_enabled(dev):
+            dtype = torch.get_autocast_dtype(dev)
+            if dtype != w.dtype:
+                return F.linear(h.to(dtype), self._decoder_weight(w, dtype), self.bias.to(dtype))
         return F.linear(h.to(w.dtype), w, self.bias.to(w.dtype))
 
 

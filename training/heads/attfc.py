@@ -1,5 +1,6 @@
 """ICMLM att-fc: the masked token's state attends (multi-head) over the visual positions; an MLP fuses the
-attended vector with the text state (residual + LayerNorm); the result goes to the MLM head."""
+attended vector with the text state; the result (LayerNorm) goes to the MLM head. The frozen text state is
+LayerNorm-ed first so that its scale matches the visual tokens'."""
 from __future__ import annotations
 
 import torch
@@ -15,6 +16,7 @@ class AttFCHead(nn.Module):
                  max_grid: int = 32) -> None:
         super().__init__()
         self.visual = VisualTokens(vis_dim, width, max_grid)
+        self.text_norm = nn.LayerNorm(width)
         self.attn = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True)
         self.mlp = nn.Sequential(nn.Linear(2 * width, hidden), nn.GELU(), nn.Dropout(dropout),
                                  nn.Linear(hidden, width))
@@ -25,8 +27,8 @@ class AttFCHead(nn.Module):
         """``rows, cols`` index the masked tokens in ``text`` (B, L, width). Returns fused states (M, width)
         and head-averaged attention over the h*w visual positions (M, h*w)."""
         v = self.visual(fmap)                       # (B, hw, width)
-        q = text[rows, cols].to(v.dtype)            # (M, width)
+        q = self.text_norm(text[rows, cols].to(v.dtype))  # (M, width)
         kv = v[rows]                                # (M, hw, width)
         att, w = self.attn(q[:, None], kv, kv, need_weights=True, average_attn_weights=True)
-        fused = self.norm(q + self.mlp(torch.cat([q, att[:, 0]], dim=-1)))
+        fused = self.norm(self.mlp(torch.cat([q, att[:, 0]], dim=-1)))
         return fused, w[:, 0]

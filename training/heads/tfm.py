@@ -32,6 +32,7 @@ class TfmHead(nn.Module):
                  dropout: float = 0.1, max_grid: int = 32) -> None:
         super().__init__()
         self.visual = VisualTokens(vis_dim, width, max_grid)
+        self.text_norm = nn.LayerNorm(width)  # frozen text states rescaled to the visual tokens' scale
         self.type_emb = nn.Parameter(torch.zeros(2, width))
         self.layers = nn.ModuleList(EncoderLayer(width, heads, ff, dropout) for _ in range(layers))
 
@@ -41,7 +42,7 @@ class TfmHead(nn.Module):
         head-averaged attention over the visual positions, renormalised to sum to 1 (M, h*w)."""
         v = self.visual(fmap)
         hw = v.shape[1]
-        t = text.to(v.dtype)
+        t = self.text_norm(text.to(v.dtype))
         x = torch.cat([v + self.type_emb[0], t + self.type_emb[1]], dim=1)
         pad = torch.cat([torch.zeros(v.shape[:2], dtype=torch.bool, device=v.device), attention_mask == 0], dim=1)
         w = None
