@@ -114,3 +114,29 @@ def test_speed_config_keys():
     for bad in ("text.precision=fp8", "model.logits=some", "optim.impl=turbo"):
         with pytest.raises(ConfigError):
             load_config("demo", None, [bad])
+
+
+def test_tfm_last_layer_only_at_masked_positions_matches_full():
+    from training.heads.tfm import TfmHead
+    torch.manual_seed(0)
+    head = TfmHead(64, 32, layers=2, heads=4, ff=64, dropout=0.1).eval()
+    fmap, text = torch.randn(3, 64, 4, 4), torch.randn(3, 7, 32)
+    att = torch.ones(3, 7, dtype=torch.long)
+    att[1, 5:] = 0
+    sel = torch.zeros(3, 7, dtype=torch.bool)
+    sel[0, 2] = sel[0, 4] = sel[2, 1] = True  # two masks in row 0, none in row 1
+    rows, cols = sel.nonzero(as_tuple=True)
+    fast, a_fast = head(fmap, text, att, rows, cols)
+    head.last_layer_at_masked = False
+    full, a_full = head(fmap, text, att, rows, cols)
+    assert torch.allclose(fast, full, atol=1e-5) and torch.allclose(a_fast, a_full, atol=1e-6)
+    assert a_fast.shape == (3, 16)
+    empty = torch.zeros(0, dtype=torch.long)
+    head.last_layer_at_masked = True
+    f, a = head(fmap, text, att, empty, empty)
+    assert f.shape == (0, 32) and a.shape == (0, 16)
+
+
+def test_straightforward_mode_computes_the_full_tfm(text_side):
+    assert _model(text_side, heads="[tfm]").fusion.last_layer_at_masked
+    assert not _model(text_side, "model.logits=all", heads="[tfm]").fusion.last_layer_at_masked

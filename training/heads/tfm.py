@@ -26,6 +26,21 @@ class EncoderLayer(nn.Module):
         x = self.n2(x + self.drop(self.ff(x)))
         return x, w
 
+    def forward_at(self, x: torch.Tensor, pad: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor):
+        """The same layer computed only for the queries at ``(rows, pos)`` (keys/values: every position of the
+        row). Returns their outputs (M, width) and head-averaged attention weights (M, S). Speed lever: the
+        last layer's outputs are only needed at the masked tokens."""
+        B, S, E = x.shape
+        counts = torch.bincount(rows, minlength=B)
+        slot = torch.arange(len(rows), device=x.device) - (torch.cumsum(counts, 0) - counts)[rows]  # rows sorted
+        idx = torch.zeros(B, max(1, int(counts.max())) if len(rows) else 1, dtype=torch.long, device=x.device)
+        idx[rows, slot] = pos
+        q = x.gather(1, idx[..., None].expand(-1, -1, E))
+        a, w = self.attn(q, x, x, key_padding_mask=pad, need_weights=True, average_attn_weights=True)
+        y = self.n1(q + self.drop(a))
+        y = self.n2(y + self.drop(self.ff(y)))
+        return y[rows, slot], w[rows, slot]
+
 
 class TfmHead(nn.Module):
     def __init__(self, vis_dim: int, width: int, layers: int = 2, heads: int = 4, ff: int = 1024,
@@ -35,6 +50,9 @@ class TfmHead(nn.Module):
         self.text_norm = nn.LayerNorm(width)  # frozen text states rescaled to the visual tokens' scale
         self.type_emb = nn.Parameter(torch.zeros(2, width))
         self.layers = nn.ModuleList(EncoderLayer(width, heads, ff, dropout) for _ in range(layers))
+        # speed lever: the last layer only at the requested (masked) positions; the model turns it off for
+        # model.logits=all (the straightforward baseline computes every position)
+        self.last_layer_at_masked = True
 
     def forward(self, fmap: torch.Tensor, text: torch.Tensor, attention_mask: torch.Tensor,
                 rows: torch.Tensor, cols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,9 +64,14 @@ class TfmHead(nn.Module):
         x = torch.cat([v + self.type_emb[0], t + self.type_emb[1]], dim=1)
         pad = torch.cat([torch.zeros(v.shape[:2], dtype=torch.bool, device=v.device), attention_mask == 0], dim=1)
         w = None
-        for i, layer in enumerate(self.layers):
-            x, w = layer(x, pad, need_weights=i == len(self.layers) - 1)
-        fused = x[rows, hw + cols]
-        att = w[rows, hw + cols, :hw].float()
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers[:last] if self.last_layer_at_masked else self.layers):
+            x, w = layer(x, pad, need_weights=i == last)
+        if self.last_layer_at_masked:
+            fused, w = self.layers[last].forward_at(x, pad, rows, hw + cols)
+            att = w[:, :hw].float()
+        else:
+            fused = x[rows, hw + cols]
+            att = w[rows, hw + cols, :hw].float()
         att = att / att.sum(-1, keepdim=True).clamp_min(1e-12)
         return fused, att
