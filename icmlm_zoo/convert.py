@@ -14,7 +14,7 @@ from typing import Any, Mapping
 import torch
 
 from .errors import ConversionError
-from .manifest import load_manifest
+from .manifest import load_manifest, timm_pretrained_fields
 
 # keys under which a checkpoint may keep the visual trunk, tried in order when none is named
 TRUNK_KEYS = ("cnn", "backbone", "visual", "state_dict", "model")
@@ -110,9 +110,8 @@ def match_to_model(trunk: Mapping[str, torch.Tensor], model: torch.nn.Module) ->
     return {k: sd[k].detach().to(expected[k].dtype).contiguous() for k in expected}, notes
 
 
-def _weight_meta(model_name: str, tag: str | None) -> tuple[dict, dict, dict | None]:
+def _weight_meta(manifest, model_name: str, tag: str | None) -> tuple[dict, dict, dict | None]:
     """(model info, preprocessing, manifest entry or None) for a model and optional tag."""
-    manifest = load_manifest()
     info = manifest.models.get(model_name)
     if info is None:
         raise ConversionError(f"Unknown model '{model_name}'. Known: {', '.join(sorted(manifest.models))}.")
@@ -209,7 +208,8 @@ def save_weight_folder(
         raise FileExistsError(f"{weights} already exists; choose another --out folder or remove it yourself.")
     out.mkdir(parents=True, exist_ok=True)
     meta = dict(extra_meta or {})
-    info, pre, entry = _weight_meta(model_name, tag)
+    manifest = load_manifest()
+    info, pre, entry = _weight_meta(manifest, model_name, tag)
     pre.update(meta.pop("preprocessing", {}) or {})
     if entry:
         for key in ("description", "pretraining", "license"):
@@ -218,22 +218,8 @@ def save_weight_folder(
     save_file(tensors, str(weights), metadata={"format": "pt", "model": model_name, "tag": tag or ""})
     meta.update(model=model_name, tag=tag, sha256=sha256_file(weights), bytes=weights.stat().st_size,
                 num_params=sum(v.numel() for k, v in tensors.items() if "num_batches_tracked" not in k))
-    manifest = load_manifest()
-    pretrained_cfg = dict(
-        tag=tag,
-        input_size=list(pre["input_size"]),
-        mean=list(pre["mean"]),
-        std=list(pre["std"]),
-        crop_pct=pre["crop_pct"],
-        interpolation=pre["interpolation"],
-        num_classes=0,
-        classifier="head.fc" if info["family"] == "vgg" else "fc",
-        first_conv="features.0" if info["family"] == "vgg" else "conv1",
-        license=meta.get("license") or "unknown",
-        paper_ids=manifest.paper["id"],
-        paper_name=manifest.paper["title"],
-        origin_url=manifest.paper["url"],
-    )
+    pretrained_cfg = dict(tag=tag, **timm_pretrained_fields(pre, vgg=info["family"] == "vgg",
+                                                            license=meta.get("license"), paper=manifest.paper))
     config = dict(
         architecture=info["timm_architecture"],
         num_classes=0,

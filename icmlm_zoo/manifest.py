@@ -28,6 +28,25 @@ class ManifestError(ValueError):
     """The manifest file is missing, unreadable or breaks the schema."""
 
 
+def timm_pretrained_fields(preprocessing: dict[str, Any], *, vgg: bool, license: str | None,
+                           paper: dict[str, Any]) -> dict[str, Any]:
+    """The timm ``PretrainedCfg`` fields every ICMLM weight carries: preprocessing, head-less head, provenance."""
+    return dict(
+        input_size=tuple(preprocessing["input_size"]),
+        mean=tuple(preprocessing["mean"]),
+        std=tuple(preprocessing["std"]),
+        crop_pct=preprocessing["crop_pct"],
+        interpolation=preprocessing["interpolation"],
+        num_classes=0,
+        classifier="head.fc" if vgg else "fc",
+        first_conv="features.0" if vgg else "conv1",
+        license=license or "unknown",
+        paper_name=paper.get("title"),
+        paper_ids=paper.get("id"),
+        origin_url=paper.get("url"),
+    )
+
+
 @dataclass(frozen=True)
 class WeightEntry:
     """One weight of the zoo: a (model, tag) pair with its source, preprocessing and provenance."""
@@ -60,23 +79,9 @@ class WeightEntry:
 
     def timm_cfg(self, paper: dict[str, Any]) -> dict[str, Any]:
         """The timm ``PretrainedCfg`` fields for this weight (weights source + preprocessing + provenance)."""
-        pre = self.preprocessing
-        cfg: dict[str, Any] = dict(
-            input_size=tuple(pre["input_size"]),
-            mean=tuple(pre["mean"]),
-            std=tuple(pre["std"]),
-            crop_pct=pre["crop_pct"],
-            interpolation=pre["interpolation"],
-            num_classes=0,
-            classifier="head.fc" if self.model.startswith("icmlm_vgg") else "fc",
-            first_conv="features.0" if self.model.startswith("icmlm_vgg") else "conv1",
-            license=self.raw.get("license"),
-            description=self.raw.get("description"),
-            paper_name=paper.get("title"),
-            paper_ids=paper.get("id"),
-            origin_url=paper.get("url"),
-            notes=(f"status: {self.status}",),
-        )
+        cfg = timm_pretrained_fields(self.preprocessing, vgg=self.model.startswith("icmlm_vgg"),
+                                     license=self.raw.get("license"), paper=paper)
+        cfg.update(description=self.raw.get("description"), notes=(f"status: {self.status}",))
         hub = self.hub
         if self.status == "published" and hub:
             cfg["hf_hub_id"] = f"{hub['repo']}@{hub['revision']}"

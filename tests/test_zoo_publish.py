@@ -43,6 +43,7 @@ def test_published_resnet_loads_in_plain_timm_without_our_package(fake_hub, isol
     folder = save_weight_folder(sd, "icmlm_resnet_tiny", isolated_caches / "w", tag="plain")
     repo = f"icmlm-test/plain-{os.urandom(3).hex()}"
     fake_hub.commit(repo, {p.name: p.read_bytes() for p in folder.iterdir()})
+    expected_size = tuple(json.loads((folder / "config.json").read_text())["pretrained_cfg"]["input_size"])
     ref = isolated_caches / "ref.safetensors"
     ref.write_bytes((folder / "model.safetensors").read_bytes())
     code = f"""
@@ -55,7 +56,7 @@ got = m.state_dict()
 assert set(got) == set(ref), set(got) ^ set(ref)
 assert all(torch.equal(got[k], ref[k]) for k in ref)
 cfg = timm.data.resolve_model_data_config(m)
-assert tuple(cfg["input_size"]) == (3, 64, 64), cfg
+assert tuple(cfg["input_size"]) == {expected_size!r}, cfg
 print("PLAIN_TIMM_OK", type(m).__name__, m.num_classes)
 """
     env = dict(os.environ, HF_HUB_CACHE=str(isolated_caches / "plain-cache"))
