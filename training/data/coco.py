@@ -5,12 +5,12 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from .records import Record
+from .records import CaptionedImageList, Record
 
 __all__ = ["CocoCaptions"]
 
 
-class CocoCaptions:
+class CocoCaptions(CaptionedImageList):
     """One sample per (image, caption) pair, in annotation-id order."""
 
     def __init__(self, captions: str | Path, images: str | Path, instances: str | Path | None = None) -> None:
@@ -34,13 +34,6 @@ class CocoCaptions:
             for a in inst["annotations"]:
                 per_image[a["image_id"]].add(cats[a["category_id"]])
             self.labels = {k: sorted(v) for k, v in per_image.items()}
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def caption(self, i: int) -> str:
-        c = self.items[i][1]
-        return c if isinstance(c, str) else ""
 
     def record(self, i: int) -> Record:
         file, caption, image_id = self.items[i]

@@ -7,7 +7,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["Record", "SampleError", "open_image"]
+__all__ = ["CaptionedImageList", "Record", "SampleError", "open_image"]
 
 
 class SampleError(Exception):
@@ -25,6 +25,21 @@ class Record:
     image_path: Path | None = None
     image: Any = None
     labels: list[str] | None = None
+
+
+class CaptionedImageList:
+    """Base of the annotation-file sources: ``items`` are tuples ``(file, caption, ...)`` under ``root``."""
+
+    root: Path
+    items: list[tuple]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def caption(self, i: int) -> str:
+        """The raw caption of sample ``i`` ("" when the annotation holds no string)."""
+        c = self.items[i][1]
+        return c if isinstance(c, str) else ""
 
 
 def open_image(rec: Record) -> Image.Image:

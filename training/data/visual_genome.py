@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .records import Record
+from .records import CaptionedImageList, Record
 
 __all__ = ["VisualGenome"]
 
 
-class VisualGenome:
+class VisualGenome(CaptionedImageList):
     def __init__(self, regions: str | Path, images: str | Path, image_data: str | Path | None = None,
                  min_region_frac: float = 0.0) -> None:
         reg_path = Path(regions)
@@ -38,13 +38,6 @@ class VisualGenome:
                 if area and min_region_frac > 0 and r.get("width", 0) * r.get("height", 0) < min_region_frac * area:
                     continue
                 self.items.append((file, r.get("phrase")))
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def caption(self, i: int) -> str:
-        c = self.items[i][1]
-        return c if isinstance(c, str) else ""
 
     def record(self, i: int) -> Record:
         file, phrase = self.items[i]
