@@ -78,7 +78,7 @@ def main(argv=None) -> int:
     import torch
 
     from bench_step import icmlm_config, make_batch, make_text_side
-    from common import report
+    from common import optimizer_step, report
     from training.data.collate import Collator
     from training.data.dataset import ICMLMDataset, SampleBuilder
     from training.data.pairs import PairsSource
@@ -168,10 +168,7 @@ def main(argv=None) -> int:
             ctx = torch.autocast("cpu", dtype=torch.bfloat16) if prec == "bf16" else contextlib.nullcontext()
             with ctx:
                 out = model(batch["images"], batch["input_ids"], batch["attention_mask"], batch["labels"], batch["tp"])
-            out["loss"].backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+            optimizer_step(out["loss"], params, opt, 1.0)
         return fn
 
     variants = [("pipeline, 1 thread", n, one_thread(pipeline)), ("decode only", n, one_thread(decode_only)),

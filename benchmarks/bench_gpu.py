@@ -58,7 +58,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from common import RESULTS, environment, report
+    from common import RESULTS, environment, optimizer_step, report
     if not torch.cuda.is_available() and not args.dry_run_cpu:
         msg = ("bench_gpu.py: no CUDA device (torch.cuda.is_available() is False) - P5 was NOT measured. "
                "Run this script on a machine with a GPU.")
@@ -106,10 +106,7 @@ def main(argv=None) -> int:
         x = (batch["images"] if images is None else images).contiguous(memory_format=cl)
         with ac():
             loss = F.cross_entropy(bare_fwd(x), batch["classes"] if classes is None else classes)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(bare_params, 1.0)
-        bare_opt.step()
-        bare_opt.zero_grad(set_to_none=True)
+        optimizer_step(loss, bare_params, bare_opt, 1.0)
 
     def make_icmlm(kind: str, straight: bool):
         ov = list(STRAIGHTFORWARD_OVERRIDES) if straight else []
@@ -126,10 +123,7 @@ def main(argv=None) -> int:
             b = batch if b is None else b
             with ac():
                 out = m(b["images"], b["input_ids"], b["attention_mask"], b["labels"], b["tp"])
-            out["loss"].backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+            optimizer_step(out["loss"], params, opt, 1.0)
         return step
 
     variants = [("bare", bare_step)]

@@ -126,7 +126,7 @@ def main(argv=None) -> int:
     import torch.nn.functional as F
 
     import icmlm_zoo  # noqa: F401
-    from common import report
+    from common import optimizer_step, report
     from training.model import build_model
     from training.optim import build_optimizer
     from training.speed import STRAIGHTFORWARD_OVERRIDES, FrozenTextRunner, optimizer_kwargs
@@ -157,10 +157,7 @@ def main(argv=None) -> int:
             x = batch["images"].contiguous(memory_format=cl)
             with autocast(prec):
                 loss = F.cross_entropy(bare(x), batch["classes"])
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(bare_params, 1.0)
-            bare_opt.step()
-            bare_opt.zero_grad(set_to_none=True)
+            optimizer_step(loss, bare_params, bare_opt, 1.0)
         return fn
 
     # --- ICMLM steps (the trainer's step: forward under autocast, backward, clip, AdamW) ---------------------
@@ -193,10 +190,7 @@ def main(argv=None) -> int:
             m.text_runner = runner
             with autocast(prec):
                 out = m(batch["images"], batch["input_ids"], batch["attention_mask"], batch["labels"], batch["tp"])
-            out["loss"].backward()
-            torch.nn.utils.clip_grad_norm_(params, cfg["optim"]["grad_clip"])
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+            optimizer_step(out["loss"], params, opt, cfg["optim"]["grad_clip"])
         return fn
 
     def encoder_only(prec):
