@@ -252,6 +252,7 @@ def convert_checkpoint(
     trunk = extract_trunk(load_checkpoint(checkpoint), trunk_key)
     state_dict, notes = match_to_model(trunk, model)
     meta = dict(extra_meta or {})
-    meta.setdefault("converted_from", {"file": Path(checkpoint).name, "sha256": sha256_file(checkpoint)})
+    if "converted_from" not in meta:  # the caller may already know the source and its digest
+        meta["converted_from"] = {"file": Path(checkpoint).name, "sha256": sha256_file(checkpoint)}
     meta.setdefault("conversion_notes", notes)
     return save_weight_folder(state_dict, model_name, out_dir, tag=tag, extra_meta=meta), notes
