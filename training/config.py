@@ -26,6 +26,7 @@ DEFAULTS: dict[str, Any] = {
         "name": "run",            # run folder prefix: runs/<name>-<timestamp>
         "seed": 0,
         "device": "auto",         # auto | cpu | cuda
+        "retain_memory": "auto",  # keep freed memory in the process (glibc): auto = on for CPU training
         "log_every": 10,          # steps between log lines / CSV rows
         "ckpt_every": 500,        # steps between checkpoints (one is always written at the end)
         "keep_last": 3,           # checkpoints kept on disk
@@ -80,6 +81,7 @@ DEFAULTS: dict[str, Any] = {
         "heads": ["attfc", "tp"],  # any of attfc, tfm, tp (at least one)
         "channels_last": False,
         "logits": "masked",       # masked | all (MLM logits at every position: the slow baseline, P2)
+        "fusion_impl": "fast",    # fast | reference: same parameters and results, see training/heads/attention.py
         "tp": {"hidden": 0, "dropout": 0.0, "weight": 1.0, "targets": "caption"},  # targets: caption | labels
         "attfc": {"heads": 4, "hidden": 1024, "dropout": 0.1},
         "tfm": {"layers": 2, "heads": 4, "ff": 1024, "dropout": 0.1, "max_grid": 32},
@@ -151,8 +153,10 @@ def validate(cfg: dict) -> dict:
         ("train", "amp"): {"none", "bf16", "fp16"},
         ("model", "tp", "targets"): {"caption", "labels"},
         ("run", "device"): {"auto", "cpu", "cuda"},
+        ("run", "retain_memory"): {"auto", True, False},
         ("text", "precision"): {"auto", "fp32", "bf16", "fp16"},
         ("model", "logits"): {"masked", "all"},
+        ("model", "fusion_impl"): {"fast", "reference"},
         ("optim", "impl"): {"auto", "fused", "foreach", "loop"},
         ("data", "pin_memory"): {"auto", True, False},
     }
@@ -161,7 +165,7 @@ def validate(cfg: dict) -> dict:
         for k in keys:
             node = node[k]
         if node not in allowed:
-            raise ConfigError(f"{'.'.join(keys)}={node!r} is not valid; choose one of {sorted(allowed)}")
+            raise ConfigError(f"{'.'.join(keys)}={node!r} is not valid; choose one of {sorted(allowed, key=str)}")
     heads = cfg["model"]["heads"]
     if not heads or any(h not in {"attfc", "tfm", "tp"} for h in heads):
         raise ConfigError(f"model.heads={heads!r}: give a non-empty list from attfc, tfm, tp")

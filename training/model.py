@@ -47,7 +47,7 @@ class ICMLM(nn.Module):
             else:
                 t = cfg_model["tfm"]
                 self.fusion = TfmHead(C, width, t["layers"], t["heads"], t["ff"], t["dropout"], t["max_grid"])
-                self.fusion.last_layer_at_masked = self.logits_at == "masked"
+            self.fusion.fast = cfg_model.get("fusion_impl", "fast") == "fast"
             self.mlm_head = text.make_mlm_head(mlm_head_mode)
         self.tp = None
         if num_tags:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+from copy import deepcopy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,14 +79,34 @@ class TiedMLMHead(nn.Module):
 
 
 class PretrainedMLMHead(nn.Module):
-    """Wraps a checkpoint's own pretrained MLM head; frozen; its weights stay with the text model."""
+    """Wraps a checkpoint's own pretrained MLM head; frozen; its weights stay with the text model. Under autocast
+    to a lower precision it runs a copy of the head cast once to that dtype (autocast would cast the frozen
+    30 522 × width decoder again at every step)."""
 
     def __init__(self, head: nn.Module) -> None:
         super().__init__()
         self._head = [head]
+        self._cast: list = [None, None]  # (key, low-precision copy of the frozen head)
+
+    def _low_precision(self, dtype: torch.dtype) -> nn.Module:
+        head = self._head[0]
+        ref = next(head.parameters())
+        key = (dtype, ref.device, ref.data_ptr(), ref._version)
+        if self._cast[0] != key:
+            copy = deepcopy(head).to(dtype).eval()
+            for p in copy.parameters():
+                p.requires_grad_(False)
+            self._cast[:] = [key, copy]
+        return self._cast[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._head[0](x)
+        head = self._head[0]
+        dev = x.device.type
+        if torch.is_autocast_enabled(dev) and not any(p.requires_grad for p in head.parameters()):
+            dtype = torch.get_autocast_dtype(dev)
+            if dtype != next(head.parameters()).dtype:
+                return self._low_precision(dtype)(x.to(dtype))
+        return head(x)
 
 
 @dataclass

@@ -24,6 +24,7 @@ from .masking import CaptionMasker
 from .metrics_log import MetricsLogger
 from .model import ICMLM, build_model
 from .optim import build_optimizer, build_scheduler
+from .speed import resolve_retain_memory, retain_freed_memory
 
 __all__ = ["DataFailureError", "RunFolderError", "prepare_run_dir", "resolve_tags", "build_pipeline", "train",
            "evaluate"]
@@ -229,6 +230,8 @@ def train(cfg: dict, run_dir: Path, info: DistInfo, *, resume: bool = False, tex
     torch.manual_seed(seed + info.rank)
     device = info.device
     stop_after = cfg["run"]["stop_after"]
+    if resolve_retain_memory(cfg["run"]["retain_memory"], device.type):
+        retain_freed_memory(True)  # before the DataLoader workers fork
     pipe = build_pipeline(cfg, run_dir, info, text=text)
     model: ICMLM = pipe["model"].to(device)
     train_loader, position = pipe["train"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from .attention import attend, group_queries
 from .common import VisualTokens
 
 __all__ = ["AttFCHead"]
@@ -21,6 +22,9 @@ class AttFCHead(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(2 * width, hidden), nn.GELU(), nn.Dropout(dropout),
                                  nn.Linear(hidden, width))
         self.norm = nn.LayerNorm(width)
+        # model.fusion_impl: fast = queries grouped per image, key/value projections folded where cheaper
+        # (training/heads/attention.py); False = the reference (one key/value projection per masked token)
+        self.fast = True
 
     def forward(self, fmap: torch.Tensor, text: torch.Tensor, attention_mask: torch.Tensor,
                 rows: torch.Tensor, cols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -28,7 +32,15 @@ class AttFCHead(nn.Module):
         and head-averaged attention over the h*w visual positions (M, h*w)."""
         v = self.visual(fmap)                       # (B, hw, width)
         q = self.text_norm(text[rows, cols].to(v.dtype))  # (M, width)
-        kv = v[rows]                                # (M, hw, width)
-        att, w = self.attn(q[:, None], kv, kv, need_weights=True, average_attn_weights=True)
-        fused = self.norm(self.mlp(torch.cat([q, att[:, 0]], dim=-1)))
-        return fused, w[:, 0]
+        if self.fast:
+            slot, most = group_queries(rows, v.shape[0])
+            grouped = q.new_zeros(v.shape[0], most, q.shape[-1])
+            grouped[rows, slot] = q
+            att, w = attend(self.attn, grouped, v)
+            att, w = att[rows, slot], w[rows, slot]
+        else:
+            kv = v[rows]                            # (M, hw, width)
+            att, w = self.attn(q[:, None], kv, kv, need_weights=True, average_attn_weights=True)
+            att, w = att[:, 0], w[:, 0]
+        fused = self.norm(self.mlp(torch.cat([q, att], dim=-1)))
+        return fused, w

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
+from .attention import attend, group_queries
 from .common import VisualTokens
 
 __all__ = ["TfmHead", "EncoderLayer"]
@@ -20,26 +22,33 @@ class EncoderLayer(nn.Module):
         self.n1, self.n2 = nn.LayerNorm(width), nn.LayerNorm(width)
         self.drop = nn.Dropout(dropout)
 
+    def _finish(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        x = self.n1(x + self.drop(a))
+        return self.n2(x + self.drop(self.ff(x)))
+
     def forward(self, x: torch.Tensor, pad: torch.Tensor, need_weights: bool = False):
         a, w = self.attn(x, x, x, key_padding_mask=pad, need_weights=need_weights, average_attn_weights=True)
-        x = self.n1(x + self.drop(a))
-        x = self.n2(x + self.drop(self.ff(x)))
-        return x, w
+        return self._finish(x, a), w
 
-    def forward_at(self, x: torch.Tensor, pad: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor):
-        """The same layer computed only for the queries at ``(rows, pos)`` (keys/values: every position of the
-        row). Returns their outputs (M, width) and head-averaged attention weights (M, S). Speed lever: the
-        last layer's outputs are only needed at the masked tokens."""
-        B, S, E = x.shape
-        counts = torch.bincount(rows, minlength=B)
-        slot = torch.arange(len(rows), device=x.device) - (torch.cumsum(counts, 0) - counts)[rows]  # rows sorted
-        idx = torch.zeros(B, max(1, int(counts.max())) if len(rows) else 1, dtype=torch.long, device=x.device)
-        idx[rows, slot] = pos
-        q = x.gather(1, idx[..., None].expand(-1, -1, E))
-        a, w = self.attn(q, x, x, key_padding_mask=pad, need_weights=True, average_attn_weights=True)
-        y = self.n1(q + self.drop(a))
-        y = self.n2(y + self.drop(self.ff(y)))
-        return y[rows, slot], w[rows, slot]
+    def forward_packed(self, h: torch.Tensor, where: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        """The layer over the real tokens only: ``h`` (N, width) are the states at the flat positions
+        ``where`` of a (B, S) batch whose padding is ``pad``. Projections, feed-forward and norms run on the
+        N real tokens; only the attention itself sees the padded (B, S) layout."""
+        B, S = pad.shape
+        E, H = h.shape[-1], self.attn.num_heads
+        qkv = F.linear(h, self.attn.in_proj_weight, self.attn.in_proj_bias)
+        full = qkv.new_zeros(B * S, 3 * E).index_copy(0, where, qkv)
+        q, k, v = full.view(B, S, 3, H, E // H).permute(2, 0, 3, 1, 4)  # each (B, H, S, d)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=~pad[:, None, None, :],
+                                           dropout_p=self.attn.dropout if self.training else 0.0)
+        o = o.transpose(1, 2).reshape(B * S, E)[where]
+        return self._finish(h, self.attn.out_proj(o))
+
+    def forward_queries(self, q: torch.Tensor, x: torch.Tensor, pad: torch.Tensor):
+        """The layer's outputs for the queries ``q`` (B, Q, width) only, keys/values every position of ``x``
+        (B, S, width); returns them (B, Q, width) and the head-averaged attention weights (B, Q, S)."""
+        a, w = attend(self.attn, q, x, pad)
+        return self._finish(q, a), w
 
 
 class TfmHead(nn.Module):
@@ -50,28 +59,38 @@ class TfmHead(nn.Module):
         self.text_norm = nn.LayerNorm(width)  # frozen text states rescaled to the visual tokens' scale
         self.type_emb = nn.Parameter(torch.zeros(2, width))
         self.layers = nn.ModuleList(EncoderLayer(width, heads, ff, dropout) for _ in range(layers))
-        # speed lever: the last layer only at the requested (masked) positions; the model turns it off for
-        # model.logits=all (the straightforward baseline computes every position)
-        self.last_layer_at_masked = True
+        # model.fusion_impl: fast = the layers over the real tokens only and the last layer only at the asked
+        # positions (its keys/values folded where cheaper); False = the reference, every layer everywhere
+        self.fast = True
 
     def forward(self, fmap: torch.Tensor, text: torch.Tensor, attention_mask: torch.Tensor,
                 rows: torch.Tensor, cols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns fused states at the masked tokens (M, width) and, from the last layer, each masked token's
-        head-averaged attention over the visual positions, renormalised to sum to 1 (M, h*w)."""
+        """Returns fused states at the tokens ``(rows, cols)`` of ``text`` (M, width) and, from the last layer,
+        each one's head-averaged attention over the visual positions, renormalised to sum to 1 (M, h*w)."""
         v = self.visual(fmap)
         hw = v.shape[1]
         t = self.text_norm(text.to(v.dtype))
         x = torch.cat([v + self.type_emb[0], t + self.type_emb[1]], dim=1)
         pad = torch.cat([torch.zeros(v.shape[:2], dtype=torch.bool, device=v.device), attention_mask == 0], dim=1)
-        w = None
-        last = len(self.layers) - 1
-        for i, layer in enumerate(self.layers[:last] if self.last_layer_at_masked else self.layers):
-            x, w = layer(x, pad, need_weights=i == last)
-        if self.last_layer_at_masked:
-            fused, w = self.layers[last].forward_at(x, pad, rows, hw + cols)
-            att = w[:, :hw].float()
+        if self.fast:
+            fused, w = self._fast(x, pad, rows, hw + cols)
         else:
-            fused = x[rows, hw + cols]
-            att = w[rows, hw + cols, :hw].float()
-        att = att / att.sum(-1, keepdim=True).clamp_min(1e-12)
-        return fused, att
+            for i, layer in enumerate(self.layers):
+                x, w = layer(x, pad, need_weights=i == len(self.layers) - 1)
+            fused, w = x[rows, hw + cols], w[rows, hw + cols]
+        att = w[:, :hw].float()
+        return fused, att / att.sum(-1, keepdim=True).clamp_min(1e-12)
+
+    def _fast(self, x: torch.Tensor, pad: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor):
+        B, S, E = x.shape
+        if len(self.layers) > 1:
+            where = (~pad).flatten().nonzero().squeeze(1)
+            h = x.reshape(B * S, E)[where]
+            for layer in self.layers[:-1]:
+                h = layer.forward_packed(h, where, pad)
+            x = h.new_zeros(B * S, E).index_copy(0, where, h).view(B, S, E)
+        slot, most = group_queries(rows, B)
+        q = x.new_zeros(B, most, E)
+        q[rows, slot] = x[rows, pos]
+        y, w = self.layers[-1].forward_queries(q, x, pad)
+        return y[rows, slot], w[rows, slot]
