@@ -256,9 +256,9 @@ def test_pretrained_mlm_head_casts_its_frozen_copy_once():
     assert torch.equal(head(x), mlm.cls(x))  # fp32: the head itself
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out, ref = head(x), mlm.cls(x)
-        copy = head._cast[1]
+        copy = head._cast._copy
         head(x)
-        assert head._cast[1] is copy  # cast once, reused
+        assert head._cast._copy is copy  # cast once, reused
     assert out.dtype == torch.bfloat16 and next(copy.parameters()).dtype == torch.bfloat16
     assert next(mlm.cls.parameters()).dtype == torch.float32  # the original is untouched
     assert torch.allclose(out.float(), ref.float(), atol=0.05, rtol=0.02)

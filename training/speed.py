@@ -28,7 +28,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-__all__ = ["FrozenTextRunner", "TextFeatureCache", "resolve_text_dtype", "optimizer_kwargs", "loader_kwargs",
+__all__ = ["FrozenCopy", "FrozenTextRunner", "TextFeatureCache", "resolve_text_dtype", "optimizer_kwargs", "loader_kwargs",
            "fast_bf16_cpu", "fast_bf16", "retain_freed_memory",
            "resolve_retain_memory", "STRAIGHTFORWARD_OVERRIDES", "TEXT_PRECISIONS", "OPTIM_IMPLS", "LOGITS_AT"]
 
@@ -126,6 +126,28 @@ def _row_keys(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[li
     return keys, lengths
 
 
+class FrozenCopy:
+    """A frozen module's copy in another dtype (on a given device), made once and remade only when the
+    original's weights moved or changed; the original itself when the dtype is already its own."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+        self._copy: nn.Module | None = None
+        self._key: tuple | None = None
+
+    def get(self, dtype: torch.dtype, device: torch.device) -> nn.Module:
+        ref = next(self.module.parameters())
+        if dtype == ref.dtype:
+            return self.module
+        key = (dtype, str(device), ref.data_ptr(), ref._version)
+        if self._copy is None or self._key != key:
+            self._copy = copy.deepcopy(self.module).to(device=device, dtype=dtype).eval()
+            for p in self._copy.parameters():
+                p.requires_grad_(False)
+            self._key = key
+        return self._copy
+
+
 class FrozenTextRunner:
     """Runs a frozen encoder: inference mode, optional reduced-precision copy, optional output cache.
 
@@ -138,20 +160,10 @@ class FrozenTextRunner:
         self.encoder = encoder
         self.precision, self.amp = precision, amp
         self.cache = TextFeatureCache(cache_size) if cache_size else None
-        self._copy: nn.Module | None = None
-        self._copy_key: tuple | None = None
+        self._frozen_copy = FrozenCopy(encoder)
 
     def _module(self, dtype: torch.dtype, device: torch.device) -> nn.Module:
-        ref = next(self.encoder.parameters())
-        if dtype == ref.dtype:
-            return self.encoder
-        key = (dtype, str(device), ref.data_ptr())
-        if self._copy is None or self._copy_key != key:
-            self._copy = copy.deepcopy(self.encoder).to(device=device, dtype=dtype).eval()
-            for p in self._copy.parameters():
-                p.requires_grad_(False)
-            self._copy_key = key
-        return self._copy
+        return self._frozen_copy.get(dtype, device)
 
     def _encode(self, module: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode(), torch.autocast(input_ids.device.type, enabled=False):

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 import os
-from copy import deepcopy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .speed import FrozenCopy
 
 __all__ = ["resolve_text_model", "load_tokenizer", "TextSide", "load_text_side", "TiedMLMHead", "PretrainedMLMHead"]
 
@@ -86,26 +87,14 @@ class PretrainedMLMHead(nn.Module):
     def __init__(self, head: nn.Module) -> None:
         super().__init__()
         self._head = [head]
-        self._cast: list = [None, None]  # (key, low-precision copy of the frozen head)
-
-    def _low_precision(self, dtype: torch.dtype) -> nn.Module:
-        head = self._head[0]
-        ref = next(head.parameters())
-        key = (dtype, ref.device, ref.data_ptr(), ref._version)
-        if self._cast[0] != key:
-            copy = deepcopy(head).to(dtype).eval()
-            for p in copy.parameters():
-                p.requires_grad_(False)
-            self._cast[:] = [key, copy]
-        return self._cast[1]
+        self._cast = FrozenCopy(head)  # the low-precision copy of the frozen head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         head = self._head[0]
         dev = x.device.type
         if torch.is_autocast_enabled(dev) and not any(p.requires_grad for p in head.parameters()):
             dtype = torch.get_autocast_dtype(dev)
-            if dtype != next(head.parameters()).dtype:
-                return self._low_precision(dtype)(x.to(dtype))
+            return self._cast.get(dtype, x.device)(x.to(dtype))
         return head(x)
 
 
