@@ -179,8 +179,9 @@ def test_folded_attention_equals_multihead_attention():
     assert float(w[1, :, 7:].detach().abs().max()) == 0.0
     assert fold_is_cheaper(1, 49, 768, 12) and not fold_is_cheaper(40, 49, 768, 12)
     assert torch.allclose(attend(mha, q, kv, pad)[0], ref, atol=1e-5)
-    slot, most = group_queries(torch.tensor([2, 0, 2, 2, 0]), 4)
-    assert slot.tolist() == [0, 0, 1, 2, 1] and most == 3
+    grouped, slot = group_queries(torch.tensor([2, 0, 2, 2, 0]), torch.arange(5.0)[:, None], 4)
+    assert slot.tolist() == [0, 0, 1, 2, 1] and grouped.shape[1] == 3
+    assert grouped[:, :, 0].tolist() == [[1, 4, 0], [0, 0, 0], [0, 2, 3], [0, 0, 0]]
     with pytest.raises(ValueError, match="packed"):
         folded_attention(torch.nn.MultiheadAttention(48, 6, kdim=20, vdim=20, batch_first=True), q, torch.randn(2, 10, 20))
 

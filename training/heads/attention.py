@@ -20,17 +20,19 @@ import torch.nn.functional as F
 __all__ = ["group_queries", "fold_is_cheaper", "folded_attention", "attend"]
 
 
-def group_queries(rows: torch.Tensor, batch: int) -> tuple[torch.Tensor, int]:
-    """For queries belonging to ``rows`` (M,) of a batch, each query's slot within its row and the largest
-    number of queries in a row: ``grouped[rows, slot]`` lays the M queries out as (batch, max, ...)."""
-    if len(rows) == 0:
-        return rows.new_zeros(0), 1
-    order = torch.argsort(rows, stable=True)
+def group_queries(rows: torch.Tensor, values: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lay the queries ``values`` (M, ...) that belong to ``rows`` (M,) of a batch out per row: returns the
+    grouped queries (batch, most in a row, ...), zeros where a row has fewer, and each query's slot in its
+    row, so that ``grouped[rows, slot]`` are the M queries again."""
     counts = torch.bincount(rows, minlength=batch)
-    starts = torch.cumsum(counts, 0) - counts
     slot = torch.empty_like(rows)
-    slot[order] = torch.arange(len(rows), device=rows.device) - starts[rows[order]]
-    return slot, int(counts.max())
+    if len(rows):
+        order = torch.argsort(rows, stable=True)
+        starts = torch.cumsum(counts, 0) - counts
+        slot[order] = torch.arange(len(rows), device=rows.device) - starts[rows[order]]
+    grouped = values.new_zeros(batch, max(1, int(counts.max())), *values.shape[1:])
+    grouped[rows, slot] = values
+    return grouped, slot
 
 
 def fold_is_cheaper(queries: int, positions: int, width: int, heads: int) -> bool:

@@ -33,9 +33,7 @@ class AttFCHead(nn.Module):
         v = self.visual(fmap)                       # (B, hw, width)
         q = self.text_norm(text[rows, cols].to(v.dtype))  # (M, width)
         if self.fast:
-            slot, most = group_queries(rows, v.shape[0])
-            grouped = q.new_zeros(v.shape[0], most, q.shape[-1])
-            grouped[rows, slot] = q
+            grouped, slot = group_queries(rows, q, v.shape[0])
             att, w = attend(self.attn, grouped, v)
             att, w = att[rows, slot], w[rows, slot]
         else:

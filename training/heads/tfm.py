@@ -89,8 +89,6 @@ class TfmHead(nn.Module):
             for layer in self.layers[:-1]:
                 h = layer.forward_packed(h, where, pad)
             x = h.new_zeros(B * S, E).index_copy(0, where, h).view(B, S, E)
-        slot, most = group_queries(rows, B)
-        q = x.new_zeros(B, most, E)
-        q[rows, slot] = x[rows, pos]
+        q, slot = group_queries(rows, x[rows, pos], B)
         y, w = self.layers[-1].forward_queries(q, x, pad)
         return y[rows, slot], w[rows, slot]
