@@ -194,6 +194,26 @@ def test_straightforward_mode_uses_the_reference_fusion(text_side):
         load_config("demo", None, ["model.fusion_impl=quick"])
 
 
+
+@pytest.mark.parametrize("heads", ["[attfc,tp]", "[tfm,tp]"])
+def test_channels_last_trunk_gets_channels_last_gradients(text_side, heads):
+    """The heads' gradients (TP pooling + fusion) reach the trunk's last block in channels_last, so the trunk's
+    backward runs in the layout its forward ran in; without channels_last nothing is converted."""
+    b = _batch(text_side)
+    b["tp"] = torch.zeros(len(b["input_ids"]), 5)
+    b["images"] = torch.randn(len(b["input_ids"]), 3, 64, 64)  # a 2x2 feature map: the layouts differ
+    for cl in (True, False):
+        from training.model import build_model
+        cfg = load_config(None, None, [f"model.heads={heads}", "model.attfc.hidden=64", "model.tfm.ff=64",
+                                       "model.tfm.layers=1", f"model.channels_last={str(cl).lower()}"])
+        model = build_model(cfg, text_side, 5).train()
+        seen = []
+        model.backbone.layer4.register_full_backward_hook(lambda mod, gi, go: seen.append(go[0]))
+        model(b["images"], b["input_ids"], b["attention_mask"], b["labels"], b["tp"])["loss"].backward()
+        assert len(seen) == 1
+        assert seen[0].is_contiguous(memory_format=torch.channels_last) == cl
+
+
 _FAULTS = """
 import resource, sys, torch
 from training.speed import retain_freed_memory

@@ -18,6 +18,10 @@ __all__ = ["ICMLM", "build_model", "FROZEN_PREFIX"]
 FROZEN_PREFIX = "text."
 
 
+def _channels_last_grad(grad: torch.Tensor) -> torch.Tensor:
+    return grad.contiguous(memory_format=torch.channels_last)
+
+
 class ICMLM(nn.Module):
     """``forward(images, input_ids=None, attention_mask=None, labels=None, tp=None)`` → dict with ``loss``,
     ``mlm_loss``, ``tp_loss``, ``logits`` (masked positions only, (M, vocab)), ``targets`` (M,),
@@ -76,7 +80,12 @@ class ICMLM(nn.Module):
     def features(self, images: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        return self.backbone.forward_features(images)
+        fmap = self.backbone.forward_features(images)
+        if self.channels_last and fmap.requires_grad:
+            # The heads' gradients reach the feature map in NCHW (the sum of the TP pooling's expanded gradient
+            # and the fusion head's): without this, the whole trunk backward runs on NCHW gradients.
+            fmap.register_hook(_channels_last_grad)
+        return fmap
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Frozen-encoder states (B, L, width), through :class:`~training.speed.FrozenTextRunner`."""
