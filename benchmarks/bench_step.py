@@ -18,6 +18,11 @@ layout on both sides of each ratio:
   recomputed in fp32 every step, logits at every position, NCHW, the reference fusion implementation: P2.
 * ``… straightforward (fast fusion)`` (only with ``--variants``): the same but with the fast fusion implementation,
   i.e. only the three differences the P2 goal names; an extra row, no goal.
+* Breakdown rows, only with ``--variants`` (ratios vs ``bare``; where the ICMLM step's extra time goes):
+  ``attfc+cache (head not updated)`` (the cached step with the fusion head's parameters left out of clipping and
+  AdamW: their gradients are computed, then dropped), ``trunk+TP only`` (the same model's trunk and TP head, no
+  text, no fusion head) and ``attfc (NCHW trunk gradient)`` / ``tfm (NCHW trunk gradient)`` (the step as it was
+  before ``ICMLM.features`` handed the heads' gradient to the trunk in channels_last).
 * (fp32 only) ``attfc, fp32 encoder``: ``text.precision=fp32``, everything fp32: an extra row.
 
 Variants are interleaved round-robin (order reversed every other round) so that the drift of a shared machine
@@ -95,6 +100,21 @@ def make_batch(text, batch: int, size: int, num_tags: int, seed: int = 0) -> dic
     b["tp"] = (torch.rand(batch, num_tags, generator=g) < 0.01).float()
     b["classes"] = torch.randint(0, 1000, (batch,), generator=g)
     return b
+
+
+@contextlib.contextmanager
+def _nchw_trunk_gradient(on: bool):
+    """Breakdown only: undo ``ICMLM.features``' channels_last conversion of the trunk's incoming gradient."""
+    if not on:
+        yield
+        return
+    import training.model as tm
+    saved = tm._channels_last_grad
+    tm._channels_last_grad = lambda grad: grad
+    try:
+        yield
+    finally:
+        tm._channels_last_grad = saved
 
 
 def icmlm_config(preset: str, overrides: list[str], quick: bool) -> dict:
@@ -191,7 +211,8 @@ def main(argv=None) -> int:
 
     runners: dict = {}
 
-    def icmlm_step(kind: str, prec: str, *, straight=False, cache=False, text_precision="auto"):
+    def icmlm_step(kind: str, prec: str, *, straight=False, cache=False, text_precision="auto",
+                   update_head=True, nchw_grad=False):
         m, opt, params, cfg = get_model(kind, straight)
         amp = "bf16" if prec == "bf16" else "none"
         rkey = (id(m), amp, cache, text_precision)
@@ -199,12 +220,31 @@ def main(argv=None) -> int:
             tp = "fp32" if straight else text_precision
             runners[rkey] = FrozenTextRunner(m.text, tp, amp, 100_000 if cache else 0)
         runner = runners[rkey]
+        if not update_head:  # breakdown: the fusion head's gradients are computed, then dropped
+            head = list(m.fusion.parameters())
+            params = [p for n, p in m.named_parameters() if p.requires_grad and not n.startswith("fusion.")]
+            opt = torch.optim.AdamW(params, lr=1e-4, **optimizer_kwargs("auto", params))
 
         def fn():
             m.text_runner = runner
-            with autocast(prec):
+            with autocast(prec), _nchw_trunk_gradient(nchw_grad):
                 out = m(batch["images"], batch["input_ids"], batch["attention_mask"], batch["labels"], batch["tp"])
-            optimizer_step(out["loss"], params, opt, cfg["optim"]["grad_clip"])
+            out["loss"].backward()
+            if not update_head:
+                for p in head:
+                    p.grad = None
+            optimizer_step(None, params, opt, cfg["optim"]["grad_clip"])
+        return fn
+
+    def trunk_tp_step(prec: str):
+        m, _, _, cfg = get_model("attfc", False)
+        params = [p for n, p in m.named_parameters() if n.startswith(("backbone.", "tp."))]
+        opt = torch.optim.AdamW(params, lr=1e-4, **optimizer_kwargs("auto", params))
+
+        def fn():
+            with autocast(prec):
+                loss = m.tp.loss(m.tp(m.features(batch["images"])), batch["tp"])
+            optimizer_step(loss, params, opt, cfg["optim"]["grad_clip"])
         return fn
 
     def encoder_only(prec):
@@ -228,6 +268,10 @@ def main(argv=None) -> int:
             add(prec, f"{kind} straightforward", lambda: icmlm_step(kind, prec, straight=True))
             if keep is not None:
                 add(prec, f"{kind} straightforward (fast fusion)", lambda: icmlm_step(kind, prec, straight="fast fusion"))
+                add(prec, f"{kind} (NCHW trunk gradient)", lambda: icmlm_step(kind, prec, nchw_grad=True))
+        if keep is not None and "attfc" in heads:
+            add(prec, "attfc+cache (head not updated)", lambda: icmlm_step("attfc", prec, cache=True, update_head=False))
+            add(prec, "trunk+TP only", lambda: trunk_tp_step(prec))
         if prec == "fp32" and "attfc" in heads:
             add(prec, "attfc, fp32 encoder", lambda: icmlm_step("attfc", prec, text_precision="fp32"))
         add(prec, "text encoder alone", lambda: encoder_only(prec))

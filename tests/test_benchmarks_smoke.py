@@ -52,6 +52,16 @@ def test_bench_step_quick(results):
     assert (results / "step_quick.md").is_file()
 
 
+def test_bench_step_breakdown_rows(results):
+    import bench_step
+    rows = ["attfc+cache", "attfc+cache (head not updated)", "trunk+TP only", "attfc (NCHW trunk gradient)"]
+    assert bench_step.main(["--quick", "--precisions", "bf16", "--heads", "attfc", "--variants", ",".join(rows),
+                            "--name", "step_breakdown"]) == 0
+    data = _load(results, "step_breakdown")
+    assert set(data["variants"]) == {"bf16/bare"} | {f"bf16/{r}" for r in rows}
+    assert all(data["ratios"][f"bf16/{r}"]["vs"] == "bf16/bare" for r in rows)
+
+
 def test_bench_data_quick(results):
     import bench_data
     assert bench_data.main(["--quick", "--precisions", "fp32", "--no-loader"]) == 0
