@@ -194,7 +194,6 @@ def test_straightforward_mode_uses_the_reference_fusion(text_side):
         load_config("demo", None, ["model.fusion_impl=quick"])
 
 
-
 @pytest.mark.parametrize("heads", ["[attfc,tp]", "[tfm,tp]"])
 def test_channels_last_trunk_gets_channels_last_gradients(text_side, heads):
     """The heads' gradients (TP pooling + fusion) reach the trunk's last block in channels_last, so the trunk's
@@ -202,8 +201,8 @@ def test_channels_last_trunk_gets_channels_last_gradients(text_side, heads):
     b = _batch(text_side)
     b["tp"] = torch.zeros(len(b["input_ids"]), 5)
     b["images"] = torch.randn(len(b["input_ids"]), 3, 64, 64)  # a 2x2 feature map: the layouts differ
+    from training.model import build_model
     for cl in (True, False):
-        from training.model import build_model
         cfg = load_config(None, None, [f"model.heads={heads}", "model.attfc.hidden=64", "model.tfm.ff=64",
                                        "model.tfm.layers=1", f"model.channels_last={str(cl).lower()}"])
         model = build_model(cfg, text_side, 5).train()
