@@ -162,9 +162,6 @@ class FrozenTextRunner:
         self.cache = TextFeatureCache(cache_size) if cache_size else None
         self._frozen_copy = FrozenCopy(encoder)
 
-    def _module(self, dtype: torch.dtype, device: torch.device) -> nn.Module:
-        return self._frozen_copy.get(dtype, device)
-
     def _encode(self, module: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode(), torch.autocast(input_ids.device.type, enabled=False):
             return module(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
@@ -172,7 +169,7 @@ class FrozenTextRunner:
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B, L) ids and mask → (B, L, width) states, a normal (non-inference) tensor in the run dtype."""
         dtype = resolve_text_dtype(self.precision, self.amp, input_ids.device)
-        module = self._module(dtype, input_ids.device)
+        module = self._frozen_copy.get(dtype, input_ids.device)
         if self.cache is None:
             return self._encode(module, input_ids, attention_mask).clone()
         keys, lengths = _row_keys(input_ids, attention_mask)
