@@ -40,7 +40,7 @@ def write_jpegs(out: Path, n: int, size: int, quality: int = 90) -> Path:
     """``n`` synthetic scenes as JPEG files + ``captions.jsonl`` (the pairs format)."""
     import json
 
-    from training.data.synthetic import SyntheticScenes
+    from icmlm_zoo.training.data.synthetic import SyntheticScenes
     scenes = SyntheticScenes(n, size, seed=123)
     (out / "images").mkdir(parents=True, exist_ok=True)
     with (out / "captions.jsonl").open("w") as f:
@@ -79,15 +79,15 @@ def main(argv=None) -> int:
 
     from bench_step import icmlm_config, make_batch, make_text_side
     from common import optimizer_step, report
-    from training.data.collate import Collator
-    from training.data.dataset import ICMLMDataset, SampleBuilder
-    from training.data.pairs import PairsSource
-    from training.data.records import open_image
-    from training.data.synthetic import COLORS, SHAPES, SIZES
-    from training.data.transforms import backbone_norm, train_transform
-    from training.masking import CaptionMasker
-    from training.model import build_model
-    from training.optim import build_optimizer
+    from icmlm_zoo.training.data.collate import Collator
+    from icmlm_zoo.training.data.dataset import ICMLMDataset, SampleBuilder
+    from icmlm_zoo.training.data.pairs import PairsSource
+    from icmlm_zoo.training.data.records import open_image
+    from icmlm_zoo.training.data.synthetic import COLORS, SHAPES, SIZES
+    from icmlm_zoo.training.data.transforms import backbone_norm, train_transform
+    from icmlm_zoo.training.masking import CaptionMasker
+    from icmlm_zoo.training.model import build_model
+    from icmlm_zoo.training.optim import build_optimizer
 
     tmp = Path(tempfile.mkdtemp(prefix="icmlm-bench-data-"))
     index = write_jpegs(tmp, args.images, args.jpeg_size)
@@ -160,7 +160,7 @@ def main(argv=None) -> int:
     precisions = [p for p in args.precisions.split(",") if p]
 
     def step(prec):
-        from training.speed import FrozenTextRunner
+        from icmlm_zoo.training.speed import FrozenTextRunner
         runner = FrozenTextRunner(model.text, "auto", "bf16" if prec == "bf16" else "none", 0)
 
         def fn():

@@ -77,9 +77,9 @@ def main(argv=None) -> int:
 
     import icmlm_zoo  # noqa: F401
     from bench_step import icmlm_config, make_batch, make_text_side
-    from training.model import build_model
-    from training.optim import build_optimizer
-    from training.speed import STRAIGHTFORWARD_OVERRIDES, optimizer_kwargs
+    from icmlm_zoo.training.model import build_model
+    from icmlm_zoo.training.optim import build_optimizer
+    from icmlm_zoo.training.speed import STRAIGHTFORWARD_OVERRIDES, optimizer_kwargs
 
     dev = torch.device("cuda" if torch.cuda.is_available() and not args.dry_run_cpu else "cpu")
     torch.backends.cudnn.benchmark = True
@@ -222,12 +222,12 @@ def _pipeline(args, text, dev, attfc_step, bare_step, num_tags) -> dict:
     from torchvision.transforms.v2 import functional as TF
 
     from bench_data import write_jpegs
-    from training.data.collate import Collator
-    from training.data.dataset import ICMLMDataset, SampleBuilder
-    from training.data.pairs import PairsSource
-    from training.data.synthetic import COLORS, SHAPES, SIZES
-    from training.data.transforms import backbone_norm, train_transform
-    from training.masking import CaptionMasker
+    from icmlm_zoo.training.data.collate import Collator
+    from icmlm_zoo.training.data.dataset import ICMLMDataset, SampleBuilder
+    from icmlm_zoo.training.data.pairs import PairsSource
+    from icmlm_zoo.training.data.synthetic import COLORS, SHAPES, SIZES
+    from icmlm_zoo.training.data.transforms import backbone_norm, train_transform
+    from icmlm_zoo.training.masking import CaptionMasker
 
     tmp = Path(tempfile.mkdtemp(prefix="icmlm-bench-gpu-"))
     index = write_jpegs(tmp, args.images, 96 if args.quick else 480)

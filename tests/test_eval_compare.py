@@ -15,7 +15,7 @@ from icmlm_zoo.evaluation import compare as cmp
 from icmlm_zoo.evaluation.cli import main
 from icmlm_zoo.evaluation.synthetic_probes import fit_probes, held_out_scenes, scene_labels
 
-pytest.importorskip("training.data.synthetic")
+pytest.importorskip("icmlm_zoo.training.data.synthetic")
 
 
 def _weights(path, seed: int, folder: bool = False):

@@ -12,11 +12,11 @@ from icmlm_zoo.evaluation.attention_maps import render, upsample
 from icmlm_zoo.evaluation.cli import main
 from icmlm_zoo.evaluation.pointing_game import chance_hit_rate, mask_object_word, peak_point, pointing_game
 
-pytest.importorskip("training.data.synthetic")
+pytest.importorskip("icmlm_zoo.training.data.synthetic")
 
 
 def _scenes(n=12, size=64):
-    from training.data.synthetic import SyntheticScenes
+    from icmlm_zoo.training.data.synthetic import SyntheticScenes
 
     return SyntheticScenes(n, image_size=size, seed=10_123)
 

@@ -8,13 +8,13 @@ import pickle
 import pytest
 import torch
 
-pytest.importorskip("training.inference")
+pytest.importorskip("icmlm_zoo.training.inference")
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    from training.cli import main as train_main
+    from icmlm_zoo.training.cli import main as train_main
 
     out = tmp_path_factory.mktemp("evalrun") / "run"
     sets = ["data.synthetic.num_images=32", "data.synthetic.val_images=8", "data.image_size=64",
@@ -31,7 +31,7 @@ def test_pointing_attention_compare_export(run_dir, tmp_path):
     from icmlm_zoo.detection.detectron2 import detectron2_to_timm, export_detectron2
     from icmlm_zoo.evaluation.cli import main
     from icmlm_zoo.evaluation.model_loading import load_backbone
-    from training.data.synthetic import SyntheticScenes
+    from icmlm_zoo.training.data.synthetic import SyntheticScenes
 
     assert main(["pointing", "--run", str(run_dir), "--num-scenes", "12", "--out", str(tmp_path / "pg")]) == 0
     pg = json.loads((tmp_path / "pg" / "pointing.json").read_text())

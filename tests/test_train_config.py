@@ -5,7 +5,7 @@ import pytest
 
 from train_fixtures import text_side  # noqa: F401
 
-from training.config import ConfigError, list_presets, load_config, load_preset
+from icmlm_zoo.training.config import ConfigError, list_presets, load_config, load_preset
 
 PRESETS = ["demo", "coco_r50_tfm", "coco_r50_attfc", "coco_r50_tp_postag", "coco_r50_tp_label", "vg_r50_tfm",
            "coco_vgg16_tfm"]
@@ -19,7 +19,7 @@ def test_all_presets_are_shipped():
 def test_preset_parses_and_builds_its_model(name, text_side):
     import torch
 
-    from training.model import build_model
+    from icmlm_zoo.training.model import build_model
     cfg = load_config(name)
     assert cfg["run"]["export"]["model"] == cfg["model"]["backbone"]
     heads = cfg["model"]["heads"]
@@ -62,7 +62,7 @@ def test_overrides_and_config_file(tmp_path):
 
 
 def test_cli_reports_config_errors(capsys):
-    from training.cli import main
+    from icmlm_zoo.training.cli import main
     assert main(["--preset", "demo", "--set", "nosuch.key=1"]) == 2
     assert "valid keys" in capsys.readouterr().err
     assert main(["--preset", "demo", "--print-config", "optim.lr=0.5"]) == 0

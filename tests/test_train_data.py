@@ -13,7 +13,7 @@ from PIL import Image
 
 from train_fixtures import read_metrics, tag_file, text_side, tiny_args  # noqa: F401
 
-from training.data.synthetic import SyntheticScenes, write_jsonl
+from icmlm_zoo.training.data.synthetic import SyntheticScenes, write_jsonl
 
 
 def test_synthetic_is_deterministic_and_seeded():
@@ -37,8 +37,8 @@ def test_synthetic_is_deterministic_and_seeded():
 
 
 def test_write_jsonl_round_trips_through_pairs_loader(tmp_path):
-    from training.data.pairs import PairsSource
-    from training.data.records import open_image
+    from icmlm_zoo.training.data.pairs import PairsSource
+    from icmlm_zoo.training.data.records import open_image
     scenes = SyntheticScenes(5, 32, seed=1)
     index = write_jsonl(scenes, tmp_path / "syn")
     src = PairsSource(index)
@@ -53,17 +53,17 @@ def test_write_jsonl_round_trips_through_pairs_loader(tmp_path):
 def _builder(text_side, tags=("red", "circle", "square", "giraffe"), max_length=40):
     from torchvision import transforms as T
 
-    from training.data.dataset import SampleBuilder
-    from training.masking import CaptionMasker
+    from icmlm_zoo.training.data.dataset import SampleBuilder
+    from icmlm_zoo.training.masking import CaptionMasker
     masker = CaptionMasker(text_side.tokenizer, list(tags), max_length=max_length)
     tf = T.Compose([T.Resize((32, 32)), T.ToTensor()])
     return SampleBuilder(tf, masker, {w: i for i, w in enumerate(tags)})
 
 
 def test_bad_samples_are_counted_not_fatal(tmp_path, text_side):
-    from training.data.collate import Collator
-    from training.data.dataset import ICMLMDataset
-    from training.data.pairs import PairsSource
+    from icmlm_zoo.training.data.collate import Collator
+    from icmlm_zoo.training.data.dataset import ICMLMDataset
+    from icmlm_zoo.training.data.pairs import PairsSource
     good = tmp_path / "good.png"
     Image.new("RGB", (40, 40), (200, 10, 10)).save(good)
     (tmp_path / "corrupt.jpg").write_bytes(b"not an image at all")
@@ -89,7 +89,7 @@ def test_bad_samples_are_counted_not_fatal(tmp_path, text_side):
 
 
 def test_undecodable_caption_bytes(text_side):
-    from training.data.records import Record
+    from icmlm_zoo.training.data.records import Record
     b = _builder(text_side)
     out = b(Record(caption=b"\xff\xfe red", image=Image.new("RGB", (8, 8))), 0, 0)
     assert out["error"] == "bad_caption"
@@ -113,7 +113,7 @@ def _pairs_run_args(tmp_path, tag_file, n_bad: int, n: int = 24):
 
 
 def test_failure_rate_stops_the_run(tmp_path, tag_file, text_side, capsys):
-    from training.cli import main
+    from icmlm_zoo.training.cli import main
     rc = main(_pairs_run_args(tmp_path, tag_file, n_bad=12) + ["--out", str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert rc == 1
@@ -121,7 +121,7 @@ def test_failure_rate_stops_the_run(tmp_path, tag_file, text_side, capsys):
 
 
 def test_few_failures_are_logged_and_training_goes_on(tmp_path, tag_file, text_side):
-    from training.cli import main
+    from icmlm_zoo.training.cli import main
     run = tmp_path / "run"
     assert main(_pairs_run_args(tmp_path, tag_file, n_bad=1) + ["--out", str(run)]) == 0
     summary = json.loads((run / "summary.json").read_text())
@@ -130,8 +130,8 @@ def test_few_failures_are_logged_and_training_goes_on(tmp_path, tag_file, text_s
 
 
 def test_coco_and_visual_genome_sources(tmp_path):
-    from training.data.coco import CocoCaptions
-    from training.data.visual_genome import VisualGenome
+    from icmlm_zoo.training.data.coco import CocoCaptions
+    from icmlm_zoo.training.data.visual_genome import VisualGenome
     img_dir = tmp_path / "images"
     img_dir.mkdir()
     for i in (1, 2):
@@ -154,7 +154,7 @@ def test_coco_and_visual_genome_sources(tmp_path):
     (tmp_path / "image_data.json").write_text(json.dumps(meta))
     v = VisualGenome(tmp_path / "regions.json", img_dir, tmp_path / "image_data.json", min_region_frac=0.01)
     assert len(v) == 1 and v.caption(0) == "white dog" and v.record(0).image_path.exists()
-    from training.tags import read_captions
+    from icmlm_zoo.training.tags import read_captions
     assert list(read_captions(tmp_path / "caps.json"))[0] == "a dog on a couch"
     assert list(read_captions(tmp_path / "regions.json")) == ["white dog", "tiny"]
 
@@ -174,8 +174,8 @@ def _shard(path, start, n, bad=()):
 
 @pytest.mark.parametrize("world", [1, 2])
 def test_webdataset_splits_by_rank_and_worker(tmp_path, text_side, world):
-    from training.data.collate import Collator
-    from training.data.webdataset import WebDatasetStream
+    from icmlm_zoo.training.data.collate import Collator
+    from icmlm_zoo.training.data.webdataset import WebDatasetStream
     for s in range(4):
         _shard(tmp_path / f"shard-{s}.tar", s * 5, 5, bad=(7,))
     urls = str(tmp_path / "shard-{0..3}.tar")

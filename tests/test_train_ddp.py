@@ -17,10 +17,10 @@ def test_torchrun_two_processes_gloo(tmp_path, tag_file):
     args = tiny_args(tag_file, "--out", str(run), "--set", "run.device=cpu", steps=4, size=32, images=32)
     env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1", "--nproc_per_node", "2",
-           "-m", "training", *args]
+           "-m", "icmlm_zoo.training", *args]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    from training.checkpoint import load_checkpoint, resolve_checkpoint
+    from icmlm_zoo.training.checkpoint import load_checkpoint, resolve_checkpoint
     st = load_checkpoint(resolve_checkpoint(run))
     assert st["step"] == 4 and st["world_size"] == 2 and len(st["rng"]) == 2
     assert all(torch.isfinite(v).all() for v in st["model"].values() if v.is_floating_point())

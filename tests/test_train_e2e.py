@@ -1,4 +1,4 @@
-"""End-to-end training through ``training.cli.main``: loss goes down, exact resume, export, inference."""
+"""End-to-end training through ``icmlm_zoo.training.cli.main``: loss goes down, exact resume, export, inference."""
 from __future__ import annotations
 
 import json
@@ -8,11 +8,11 @@ import torch
 
 from train_fixtures import read_metrics, tag_file, text_side, tiny_args  # noqa: F401
 
-from training.cli import main
+from icmlm_zoo.training.cli import main
 
 
 def _final_state(run):
-    from training.checkpoint import load_checkpoint, resolve_checkpoint
+    from icmlm_zoo.training.checkpoint import load_checkpoint, resolve_checkpoint
     return load_checkpoint(resolve_checkpoint(run))
 
 
@@ -63,8 +63,8 @@ def test_existing_run_folder_is_refused(tmp_path, tag_file, capsys):
 def test_export_reloads_in_timm_and_inference_api(tmp_path, tag_file, text_side, capsys):
     import timm
 
-    from training.data.synthetic import SyntheticScenes
-    from training.inference import load_run, predict_masked
+    from icmlm_zoo.training.data.synthetic import SyntheticScenes
+    from icmlm_zoo.training.inference import load_run, predict_masked
     run = tmp_path / "run"
     assert main(tiny_args(tag_file, "--out", str(run), steps=4)) == 0
     out = tmp_path / "weights"
@@ -94,7 +94,7 @@ def test_export_reloads_in_timm_and_inference_api(tmp_path, tag_file, text_side,
 
 @pytest.mark.parametrize("heads", ["[tfm, tp]", "[tp]"])
 def test_other_heads_train_and_predict(tmp_path, tag_file, text_side, heads):
-    from training.inference import load_run, predict_masked
+    from icmlm_zoo.training.inference import load_run, predict_masked
     run = tmp_path / "run"
     extra = ["--set", f"model.heads={heads}", "--set", "model.tfm.ff=256", "--set", "model.tfm.layers=1"]
     assert main(tiny_args(tag_file, "--out", str(run), *extra, steps=3)) == 0

@@ -6,7 +6,7 @@ import pytest
 
 from train_fixtures import text_side  # noqa: F401
 
-from training.masking import IGNORE, CaptionMasker, SampleSkipped
+from icmlm_zoo.training.masking import IGNORE, CaptionMasker, SampleSkipped
 
 CAPTIONS = ["two giraffes grazing near a small red barn", "a skateboarder does a kickflip over the stairs",
             "a plate of broccoli and carrots", "the giraffes stand beside a red barn at sunset"]

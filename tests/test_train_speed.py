@@ -8,15 +8,15 @@ import torch
 
 from train_fixtures import TAG_WORDS, text_side  # noqa: F401
 
-from training.config import ConfigError, load_config
-from training.speed import (STRAIGHTFORWARD_OVERRIDES, FrozenTextRunner, TextFeatureCache, loader_kwargs,
+from icmlm_zoo.training.config import ConfigError, load_config
+from icmlm_zoo.training.speed import (STRAIGHTFORWARD_OVERRIDES, FrozenTextRunner, TextFeatureCache, loader_kwargs,
                             optimizer_kwargs, resolve_text_dtype)
 
 
 def _batch(text, n=6, seed=0):
-    from training.data.collate import Collator
-    from training.data.synthetic import SyntheticScenes
-    from training.masking import CaptionMasker
+    from icmlm_zoo.training.data.collate import Collator
+    from icmlm_zoo.training.data.synthetic import SyntheticScenes
+    from icmlm_zoo.training.masking import CaptionMasker
     scenes = SyntheticScenes(n, 32, seed)
     masker = CaptionMasker(text.tokenizer, TAG_WORDS)
     samples = []
@@ -27,7 +27,7 @@ def _batch(text, n=6, seed=0):
 
 
 def _model(text, *overrides, heads="[attfc]"):
-    from training.model import build_model
+    from icmlm_zoo.training.model import build_model
     cfg = load_config(None, None, [f"model.heads={heads}", "model.attfc.dropout=0", "model.tfm.dropout=0",
                                    "model.attfc.hidden=64", "model.tfm.ff=64", "model.tfm.layers=1", *overrides])
     torch.manual_seed(0)
@@ -142,7 +142,7 @@ def _fast_and_reference(head, fmap, text, att, rows, cols):
 def test_fast_fusion_matches_the_reference(kind, layers, where):
     """model.fusion_impl=fast (queries grouped per image, keys/values folded, tfm over the real tokens, last
     layer at the asked positions) gives the reference's outputs and gradients, for a few or many queries."""
-    from training.heads import AttFCHead, TfmHead
+    from icmlm_zoo.training.heads import AttFCHead, TfmHead
     torch.manual_seed(0)
     head = (TfmHead(64, 32, layers=layers, heads=4, ff=64, dropout=0.0) if kind == "tfm"
             else AttFCHead(64, 32, heads=4, hidden=64, dropout=0.0))
@@ -167,7 +167,7 @@ def test_fast_fusion_matches_the_reference(kind, layers, where):
 
 
 def test_folded_attention_equals_multihead_attention():
-    from training.heads.attention import attend, fold_is_cheaper, folded_attention, group_queries
+    from icmlm_zoo.training.heads.attention import attend, fold_is_cheaper, folded_attention, group_queries
     torch.manual_seed(0)
     mha = _perturbed(torch.nn.MultiheadAttention(48, 6, batch_first=True)).eval()
     q, kv = torch.randn(2, 3, 48), torch.randn(2, 10, 48)
@@ -201,7 +201,7 @@ def test_channels_last_trunk_gets_channels_last_gradients(text_side, heads):
     b = _batch(text_side)
     b["tp"] = torch.zeros(len(b["input_ids"]), 5)
     b["images"] = torch.randn(len(b["input_ids"]), 3, 64, 64)  # a 2x2 feature map: the layouts differ
-    from training.model import build_model
+    from icmlm_zoo.training.model import build_model
     for cl in (True, False):
         cfg = load_config(None, None, [f"model.heads={heads}", "model.attfc.hidden=64", "model.tfm.ff=64",
                                        "model.tfm.layers=1", f"model.channels_last={str(cl).lower()}"])
@@ -215,7 +215,7 @@ def test_channels_last_trunk_gets_channels_last_gradients(text_side, heads):
 
 _FAULTS = """
 import resource, sys, torch
-from training.speed import retain_freed_memory
+from icmlm_zoo.training.speed import retain_freed_memory
 applied = retain_freed_memory(True) if sys.argv[1] == "retain" else False
 torch.set_num_threads(1)
 net = torch.nn.Sequential(torch.nn.Conv2d(3, 64, 3, padding=1), torch.nn.BatchNorm2d(64), torch.nn.ReLU(),
@@ -254,7 +254,7 @@ def test_retained_memory_is_not_faulted_in_again():
     assert out["retain"][0] == "True"
     assert out["default"][1] > 3000, out  # thousands of 4 KB pages faulted in again at every step
     assert out["retain"][1] < out["default"][1] / 4, out
-    from training.speed import resolve_retain_memory
+    from icmlm_zoo.training.speed import resolve_retain_memory
     assert resolve_retain_memory("auto", "cpu") and not resolve_retain_memory("auto", "cuda")
     assert not resolve_retain_memory(False, "cpu")
     for bad in ("run.retain_memory=sometimes", "data.pin_memory=sometimes"):
@@ -265,7 +265,7 @@ def test_retained_memory_is_not_faulted_in_again():
 def test_pretrained_mlm_head_casts_its_frozen_copy_once():
     from transformers import BertConfig, BertForMaskedLM
 
-    from training.text import PretrainedMLMHead
+    from icmlm_zoo.training.text import PretrainedMLMHead
     torch.manual_seed(0)
     mlm = BertForMaskedLM(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                                      intermediate_size=64)).eval()

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import json
 
-from training.cli import main
-from training.tags import load_tags, mine_tags
+from icmlm_zoo.training.cli import main
+from icmlm_zoo.training.tags import load_tags, mine_tags
 
 
 def test_mine_tags_pos_classes_and_counts():

@@ -129,7 +129,7 @@ def test_console_script_installed():
 
 
 @pytest.mark.slow
-def test_built_wheel_ships_the_manifest(tmp_path):
+def test_built_wheel_ships_the_manifest_in_one_namespace(tmp_path):
     out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w",
                           str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -138,7 +138,20 @@ def test_built_wheel_ships_the_manifest(tmp_path):
         shipped = json.loads(z.read("icmlm_zoo/weights_manifest.json"))
         names = z.namelist()
     assert shipped == json.loads((ROOT / "weights_manifest.json").read_text())
-    assert any(n.startswith("training/presets/") and n.endswith(".yaml") for n in names)
+    assert any(n.startswith("icmlm_zoo/training/presets/") and n.endswith(".yaml") for n in names)
+    # one import namespace: the trainer ships inside icmlm_zoo, nothing else lands at the top of site-packages
+    top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert top == {"icmlm_zoo"}, top
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
+                   check=True, timeout=300)
+    probe = ("import sys, importlib.util as u; sys.path.insert(0, sys.argv[1]); "
+             "assert u.find_spec('training') is None, 'a top-level training package is importable'; "
+             "print(u.find_spec('icmlm_zoo').submodule_search_locations[0])")
+    out = subprocess.run([sys.executable, "-S", "-c", probe, str(site)], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert (Path(out.stdout.strip()) / "training" / "__init__.py").is_file()
 
 
 def test_cli_export_detectron2_from_weight_folder(tmp_path, capsys):
@@ -156,3 +169,12 @@ def test_cli_export_detectron2_from_weight_folder(tmp_path, capsys):
     assert d2["matching_heuristics"] is True
     assert "stem.conv1.weight" in d2["model"] and "res5.1.conv2.norm.running_var" in d2["model"]
     assert (d2["model"]["stem.conv1.weight"] == sd["conv1.weight"].numpy()).all()
+
+
+def test_trainer_has_one_import_name():
+    """From a checkout (repository root on sys.path) the trainer folder is refused as a top-level package."""
+    probe = ("import icmlm_zoo.training.config as c; assert c.list_presets()\n"
+             "try:\n    import training\nexcept ImportError as e:\n    print(e)\nelse:\n    raise SystemExit(1)")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "icmlm_zoo.training" in out.stdout

@@ -12,13 +12,13 @@ TAG_WORDS = ["red", "green", "blue", "yellow", "purple", "white", "circle", "squ
 @pytest.fixture(scope="session")
 def text_side():
     """The real pretrained MiniLM (tokenizer + frozen encoder), loaded once per session."""
-    from training.text import load_text_side
+    from icmlm_zoo.training.text import load_text_side
     return load_text_side("minilm")
 
 
 @pytest.fixture(scope="session")
 def tag_file(tmp_path_factory) -> Path:
-    from training.tags import write_tags
+    from icmlm_zoo.training.tags import write_tags
     return write_tags(TAG_WORDS, tmp_path_factory.mktemp("tags") / "tags.txt")
 
 

@@ -1,4 +1,4 @@
-"""``python -m training`` = ``icmlm-train``."""
+"""``python -m icmlm_zoo.training`` = ``icmlm-train``."""
 import sys
 
 from .cli import main

@@ -179,8 +179,8 @@ def validate(cfg: dict) -> dict:
 
 
 def list_presets() -> list[str]:
-    """Names of the presets shipped in ``training/presets``."""
-    root = resources.files("training") / "presets"
+    """Names of the presets shipped in ``icmlm_zoo/training/presets`` (``training/presets`` in the repository)."""
+    root = resources.files(__package__) / "presets"
     return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
 
 
@@ -199,7 +199,7 @@ def load_preset(name: str) -> dict:
     names = list_presets()
     if name not in names:
         raise ConfigError(f"unknown preset '{name}'; available presets: {', '.join(names)}")
-    text = (resources.files("training") / "presets" / f"{name}.yaml").read_text()
+    text = (resources.files(__package__) / "presets" / f"{name}.yaml").read_text()
     return merge(DEFAULTS, _read_yaml(text, f"preset {name}"))
 
 

@@ -88,7 +88,7 @@ class ICMLM(nn.Module):
         return fmap
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Frozen-encoder states (B, L, width), through :class:`~training.speed.FrozenTextRunner`."""
+        """Frozen-encoder states (B, L, width), through :class:`~icmlm_zoo.training.speed.FrozenTextRunner`."""
         return self.text_runner(input_ids, attention_mask)
 
     def forward(self, images: torch.Tensor, input_ids: torch.Tensor | None = None,

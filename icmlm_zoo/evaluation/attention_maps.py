@@ -68,9 +68,9 @@ def attention_maps(run_dir: str, image_path: str | Path, caption: str, out_dir: 
     if not Path(image_path).is_file():
         raise FileNotFoundError(f"image {image_path} does not exist")
     try:
-        from training.inference import load_run
+        from icmlm_zoo.training.inference import load_run
     except ImportError as exc:  # pragma: no cover
-        raise RuntimeError(f"attention maps need training.inference (load_run, predict_masked): {exc}") from exc
+        raise RuntimeError(f"attention maps need icmlm_zoo.training.inference (load_run, predict_masked): {exc}") from exc
     run = load_run(run_dir, checkpoint=checkpoint)
     with Image.open(image_path) as im:
         image = im.convert("RGB")

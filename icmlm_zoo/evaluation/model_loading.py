@@ -138,9 +138,9 @@ def _create_from_file(name: str, weights: Path, **model_args: Any) -> nn.Module:
 
 def _load_run_backbone(run_dir: Path, checkpoint: str) -> tuple[nn.Module, str]:
     try:
-        from training.inference import load_run
+        from icmlm_zoo.training.inference import load_run
     except ImportError as exc:  # pragma: no cover - depends on the trainer being installed
-        raise RuntimeError(f"{run_dir} looks like a training run but training.inference is unavailable: "
+        raise RuntimeError(f"{run_dir} looks like a training run but icmlm_zoo.training.inference is unavailable: "
                            f"{exc}. Export it first (icmlm-train export) and pass the weight folder.") from exc
     run = load_run(run_dir, checkpoint=checkpoint)
     return run.model.backbone, str(getattr(run, "backbone_name", "backbone"))

@@ -51,7 +51,7 @@ def chance_hit_rate(shape: tuple[int, int], image_size: tuple[int, int], box: Se
 
 def pointing_game(predict: Predict, scenes, *, batch_size: int = 16, tolerance: float = 0.0) -> dict[str, Any]:
     """Run the game over ``scenes`` (``SyntheticScenes``-like) with ``predict(images, captions)``, which returns
-    ``[{"masks": [{"topk_tokens", "topk_probs", "attention"}]}]`` per image (``training.inference.predict_masked``)."""
+    ``[{"masks": [{"topk_tokens", "topk_probs", "attention"}]}]`` per image (``icmlm_zoo.training.inference.predict_masked``)."""
     from tqdm import tqdm
 
     items = []
@@ -97,9 +97,9 @@ def full_view_transform(run):
 
 
 def run_predictor(run, topk: int = 5) -> Predict:
-    """``predict(pil_images, captions)`` for a loaded training run (``training.inference``)."""
+    """``predict(pil_images, captions)`` for a loaded training run (``icmlm_zoo.training.inference``)."""
     import torch
-    from training.inference import predict_masked
+    from icmlm_zoo.training.inference import predict_masked
 
     tf = full_view_transform(run)
     return lambda images, captions: predict_masked(run, torch.stack([tf(im) for im in images]), list(captions),
@@ -111,9 +111,9 @@ def run_pointing_game(run_dir: str, *, num_scenes: int = 200, image_size: int | 
     """The pointing game for an ``icmlm-train`` run folder on held-out scenes (test seed of
     :func:`~icmlm_zoo.evaluation.synthetic_probes.held_out_scenes`); scenes at the run's input size by default."""
     try:
-        from training.inference import load_run
+        from icmlm_zoo.training.inference import load_run
     except ImportError as exc:  # pragma: no cover
-        raise RuntimeError(f"the pointing game needs training.inference (load_run, predict_masked): {exc}") from exc
+        raise RuntimeError(f"the pointing game needs icmlm_zoo.training.inference (load_run, predict_masked): {exc}") from exc
     from .synthetic_probes import held_out_scenes
 
     run = load_run(run_dir, checkpoint=checkpoint)

@@ -18,9 +18,9 @@ HELD_OUT_SEED = 20_000  # training uses seed 0 and validates on 10_000: both dif
 
 def _scenes_module():
     try:
-        from training.data import synthetic
+        from icmlm_zoo.training.data import synthetic
     except ImportError as exc:  # pragma: no cover - the trainer ships with the package
-        raise RuntimeError(f"the held-out probes need training.data.synthetic (the embedded scenes): {exc}") from exc
+        raise RuntimeError(f"the held-out probes need icmlm_zoo.training.data.synthetic (the embedded scenes): {exc}") from exc
     return synthetic
 
 

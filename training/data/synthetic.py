@@ -158,7 +158,7 @@ class SyntheticScenes:
         return sorted({o["shape"] for o in self._layout(i)[0]})
 
     def record(self, i: int):
-        """Scene ``i`` as a training :class:`~training.data.records.Record`."""
+        """Scene ``i`` as a training :class:`~icmlm_zoo.training.data.records.Record`."""
         from .records import Record
         s = self.scene(i)
         return Record(image=s["image"], caption=s["caption"], labels=sorted({o["shape"] for o in s["objects"]}))
@@ -173,7 +173,7 @@ def write_jsonl(scenes: SyntheticScenes, out_dir: str | Path, *, image_format: s
     """Write every scene as ``out_dir/images/NNNNNN.png`` plus ``out_dir/captions.jsonl``.
 
     Each JSONL line: ``{"image": "images/NNNNNN.png", "caption": ..., "objects": [...], "labels": [...]}``,
-    the format :class:`training.data.pairs.PairsDataset` reads. Refuses to overwrite an existing file.
+    the format :class:`icmlm_zoo.training.data.pairs.PairsDataset` reads. Refuses to overwrite an existing file.
     """
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
