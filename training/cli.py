@@ -1,12 +1,12 @@
-"""``icmlm-train``: train (default), ``build-tags`` and ``export``.
+"""icmlm-train: ICMLM pretraining (train, the default subcommand), export, build-tags and plot.
 
-Examples::
-
-    icmlm-train --preset demo
-    icmlm-train --preset coco_r50_attfc --set data.coco.captions=... --set data.coco.images=... --out runs/r50
-    icmlm-train --out runs/r50 --resume
-    icmlm-train build-tags --captions captions_train2017.json --out tags.txt --top-k 1000
-    icmlm-train export runs/r50 --model icmlm_resnet50 --tag attfc_coco --out weights/attfc_coco
+Examples:
+  icmlm-train --preset demo
+  icmlm-train --preset coco_r50_attfc --set data.coco.captions=... --set data.coco.images=... --out runs/r50
+  icmlm-train --out runs/r50 --resume
+  icmlm-train export runs/r50 --model icmlm_resnet50 --tag attfc_coco --out weights/attfc_coco
+  icmlm-train build-tags --captions captions_train2017.json --out tags.txt --top-k 1000
+  icmlm-train plot runs/r50
 """
 from __future__ import annotations
 
@@ -16,54 +16,68 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["main"]
+from icmlm_zoo.cli_support import HelpFormatter, MissingExtraError, add_version, require_extras
 
-COMMANDS = ("train", "build-tags", "export")
+__all__ = ["main", "build_parser"]
+
+COMMANDS = ("train", "export", "build-tags", "plot")
+TRAIN_EXTRA = ("transformers", "yaml")
 
 
-def _train_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="icmlm-train", description="ICMLM pretraining (TP, tfm, att-fc). Subcommands: "
-                                "train (default), build-tags, export; see `icmlm-train build-tags -h`.")
-    p.add_argument("--preset", help="a shipped preset (see --list-presets)")
-    p.add_argument("--config", help="a YAML config file (applied over the preset)")
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", help="a shipped preset (icmlm-train --list-presets names them); "
+                   "without --preset and --config: demo")
+    p.add_argument("--config", metavar="FILE", help="a YAML config file (applied over the preset)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set optim.lr=3e-4 (repeatable; values parsed as YAML)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``icmlm-train`` parser: one subparser per job; ``train`` is used when no subcommand is given."""
+    parser = argparse.ArgumentParser(prog="icmlm-train", formatter_class=HelpFormatter, description=__doc__)
+    add_version(parser)
+    sub = parser.add_subparsers(dest="command", metavar="{train,export,build-tags,plot}",
+                                help="what to do (default: train)")
+
+    p = sub.add_parser("train", formatter_class=HelpFormatter, help="ICMLM pretraining (default subcommand)",
+                       description="ICMLM pretraining (TP, tfm, att-fc heads) with checkpoints, metrics.csv,\n"
+                                   "a training-curve PNG (RUN/curves.png) and an optional export at the end.")
+    _config_args(p)
     p.add_argument("kv", nargs="*", metavar="KEY=VALUE", help="more overrides, same as --set")
-    p.add_argument("--out", help="run folder (default runs/<run.name>-<timestamp>)")
+    p.add_argument("--out", metavar="RUN", help="run folder (default: runs/<run.name>-<timestamp>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint "
                    "(uses its saved config.yaml plus any overrides)")
     p.add_argument("--list-presets", action="store_true", help="print the preset names and exit")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    return p
 
-
-def _tags_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="icmlm-train build-tags",
-                                description="Mine the tag vocabulary (frequent nouns/adjectives/verbs) with spaCy.")
-    p.add_argument("--captions", action="append", default=[], metavar="FILE",
-                   help="COCO captions JSON, VG region descriptions JSON, JSONL/CSV pairs or a text file "
-                        "(repeatable); without it the captions of the configured training data are used")
-    p.add_argument("--preset")
-    p.add_argument("--config")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--out", required=True, help="tag file to write (never overwritten)")
-    p.add_argument("--pos", nargs="+", default=None, help="universal POS classes (default NOUN ADJ VERB)")
-    p.add_argument("--min-count", type=int, default=None)
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--max-captions", type=int, default=None, help="read at most this many captions")
-    return p
-
-
-def _export_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="icmlm-train export",
-                                description="Write a run's backbone as a zoo weight folder (safetensors + timm "
-                                            "config.json + model card), then reload it through timm.")
+    p = sub.add_parser("export", formatter_class=HelpFormatter, help="a run's backbone -> zoo weight folder",
+                       description="Write a run's backbone as a zoo weight folder (safetensors + timm config.json\n"
+                                   "+ model card), then reload it through timm and compare every tensor.")
     p.add_argument("run", help="the run folder")
     p.add_argument("--model", help="timm model name (default: the run's backbone)")
     p.add_argument("--tag", required=True, help="pretrained tag, e.g. attfc_coco")
-    p.add_argument("--out", help="output folder (default RUN/export/<model>.<tag>)")
+    p.add_argument("--out", help="output folder (default: RUN/export/<model>.<tag>)")
     p.add_argument("--checkpoint", default="last", help="'last', a step number or a checkpoint file")
-    return p
+
+    p = sub.add_parser("build-tags", formatter_class=HelpFormatter, help="mine a tag vocabulary with spaCy",
+                       description="Mine the tag vocabulary (frequent nouns/adjectives/verbs) with spaCy.\n"
+                                   "Options left out come from the config (tags.pos, tags.min_count, tags.top_k).")
+    p.add_argument("--captions", action="append", default=[], metavar="FILE",
+                   help="COCO captions JSON, VG region descriptions JSON, JSONL/CSV pairs or a text file "
+                        "(repeatable); without it the captions of the configured training data are used")
+    _config_args(p)
+    p.add_argument("--out", required=True, help="tag file to write (never overwritten)")
+    p.add_argument("--pos", nargs="+", default=None, help="universal POS classes to keep (config: NOUN ADJ VERB)")
+    p.add_argument("--min-count", type=int, default=None, help="keep words seen at least this often (config: 5)")
+    p.add_argument("--top-k", type=int, default=None, help="keep at most this many words (config: 1000)")
+    p.add_argument("--max-captions", type=int, default=None, help="read at most this many captions (default: all)")
+
+    p = sub.add_parser("plot", formatter_class=HelpFormatter, help="draw a run's training curves as a PNG",
+                       description="Draw RUN/metrics.csv (loss, masked-word top-1 and, when logged, visual-word top-1\n"
+                                   "and the image-use gap) into a PNG.")
+    p.add_argument("run", help="the run folder (holds metrics.csv)")
+    p.add_argument("--out", help="PNG to write (default: RUN/curves.png, replaced if it exists)")
+    return parser
 
 
 def _setup_logging() -> None:
@@ -73,9 +87,27 @@ def _setup_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _train(argv: list[str]) -> int:
+def _check_train_extras(cfg: dict, run_out: str | None) -> None:
+    """Fail fast, before any run folder is made, when the config needs a tool that is not installed."""
+    require_extras("icmlm-train", ["train"], TRAIN_EXTRA)
+    if cfg["tags"]["source"] == "mine" and not (run_out and (Path(run_out) / "tags.txt").is_file()):
+        require_extras("icmlm-train (tags.source=mine)", ["train"], ["spacy"])
+    if cfg["data"]["kind"] == "webdataset":
+        require_extras("icmlm-train (data.kind=webdataset)", ["train"], ["webdataset"])
+
+
+def _tensorboard_missing(cfg: dict) -> bool:
+    if not cfg["run"]["tensorboard"]:
+        return False
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+    except ImportError:
+        return True
+    return False
+
+
+def _train(args: argparse.Namespace) -> int:
     from .config import dump, list_presets, load_config
-    args = _train_parser().parse_args(argv)
     if args.list_presets:
         print("\n".join(list_presets()))
         return 0
@@ -93,11 +125,15 @@ def _train(argv: list[str]) -> int:
     if args.print_config:
         print(dump(cfg), end="")
         return 0
+    _check_train_extras(cfg, args.out if args.resume else None)
     from .distributed import cleanup, init_distributed, is_main
     from .trainer import prepare_run_dir, train
     t0 = time.perf_counter()
     info = init_distributed(cfg["run"]["device"])
     try:
+        if is_main(info) and _tensorboard_missing(cfg):
+            print("warning: TensorBoard logging is off: tensorboard is not installed (pip install "
+                  "'icmlm-zoo[train]', or set run.tensorboard=false); metrics.csv is still written", file=sys.stderr)
         run_dir, resuming = prepare_run_dir(args.out, cfg["run"]["name"], args.resume, info)
         summary = train(cfg, run_dir, info, resume=resuming)
         exp = cfg["run"]["export"]
@@ -118,7 +154,11 @@ def _export_and_verify(run: Path, model: str | None, tag: str, out: str | None, 
 
     from . import checkpoint as ckpt
     from .export import backbone_state_dict, export_run, verify_export
-    cfg = yaml.safe_load((Path(run) / "config.yaml").read_text())
+    cfg_file = Path(run) / "config.yaml"
+    if not cfg_file.is_file():
+        raise FileNotFoundError(f"{run} is not an icmlm-train run folder (no config.yaml); give the folder "
+                                "that `icmlm-train --out` wrote")
+    cfg = yaml.safe_load(cfg_file.read_text())
     model = model or cfg["model"]["backbone"]
     out_dir = Path(out) if out else Path(run) / "export" / f"{model}.{tag}"
     folder = export_run(run, model, tag, out_dir, checkpoint=checkpoint)
@@ -129,16 +169,16 @@ def _export_and_verify(run: Path, model: str | None, tag: str, out: str | None, 
     return folder
 
 
-def _export(argv: list[str]) -> int:
-    args = _export_parser().parse_args(argv)
+def _export(args: argparse.Namespace) -> int:
+    require_extras("icmlm-train export", ["train"], ["yaml"])
     _export_and_verify(Path(args.run), args.model, args.tag, args.out, args.checkpoint)
     return 0
 
 
-def _build_tags(argv: list[str]) -> int:
+def _build_tags(args: argparse.Namespace) -> int:
+    require_extras("icmlm-train build-tags", ["train"], ["yaml", "spacy"])
     from .config import load_config
     from .tags import mine_tags, read_captions, write_tags
-    args = _tags_parser().parse_args(argv)
     cfg = load_config(args.preset or ("demo" if not args.config else None), args.config, args.overrides)
     t = cfg["tags"]
     pos = args.pos or t["pos"]
@@ -164,7 +204,7 @@ def _build_tags(argv: list[str]) -> int:
     if limit is not None:
         caps = caps[:limit]
     t0 = time.perf_counter()
-    tags = mine_tags(caps, pos=pos, min_count=min_count, top_k=top_k)
+    tags = mine_tags(caps, pos=pos, min_count=min_count, top_k=top_k, progress=True)
     if not tags:
         raise ValueError(f"no word of classes {pos} occurs {min_count} times in {len(caps)} captions; lower --min-count")
     write_tags(tags, out, source=f"{len(caps)} captions from {origin}; pos={','.join(pos)}, min_count={min_count}, top_k={top_k}")
@@ -173,22 +213,32 @@ def _build_tags(argv: list[str]) -> int:
     return 0
 
 
+def _plot(args: argparse.Namespace) -> int:
+    from .curves import plot_run
+    print(plot_run(args.run, args.out))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``icmlm-train``; returns the exit status (errors are printed, not raised)."""
+    """Entry point of ``icmlm-train``; returns the exit status (errors are printed as one line, not raised)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS + ("-h", "--help", "--version"):
+        argv = ["train", *argv]  # `icmlm-train --preset demo` = `icmlm-train train --preset demo`
+    args = build_parser().parse_args(argv)
     _setup_logging()
-    from .config import ConfigError
-    from .trainer import DataFailureError, RunFolderError
-    cmd = argv[0] if argv and argv[0] in COMMANDS else "train"
-    rest = argv[1:] if argv and argv[0] in COMMANDS else argv
     try:
-        if cmd == "build-tags":
-            return _build_tags(rest)
-        if cmd == "export":
-            return _export(rest)
-        return _train(rest)
-    except ConfigError as e:
-        print(f"icmlm-train: config error: {e}", file=sys.stderr)
+        from .config import ConfigError
+        from .trainer import DataFailureError, RunFolderError
+    except ImportError as e:  # a [train] module imported by the trainer itself
+        print(f"icmlm-train: error: icmlm-train needs the [train] extra: pip install 'icmlm-zoo[train]' ({e})",
+              file=sys.stderr)
+        return 2
+    run = {"train": _train, "export": _export, "build-tags": _build_tags, "plot": _plot}[args.command]
+    try:
+        return run(args)
+    except (ConfigError, MissingExtraError) as e:
+        kind = "config error" if isinstance(e, ConfigError) else "error"
+        print(f"icmlm-train: {kind}: {e}", file=sys.stderr)
         return 2
     except (RunFolderError, DataFailureError, FileNotFoundError, FileExistsError, ValueError, RuntimeError) as e:
         print(f"icmlm-train: error: {e}", file=sys.stderr)

@@ -9,7 +9,7 @@ import json
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sized
 
 __all__ = ["WORD_RE", "split_words", "load_spacy", "mine_tags", "write_tags", "load_tags", "read_captions"]
 
@@ -45,24 +45,30 @@ def load_spacy():
 
 
 def mine_tags(captions: Iterable[str], *, pos: Iterable[str] = ("NOUN", "ADJ", "VERB"), min_count: int = 5,
-              top_k: int = 1000, nlp=None, batch_size: int = 256) -> list[tuple[str, int, str]]:
+              top_k: int = 1000, nlp=None, batch_size: int = 256,
+              progress: bool | None = None) -> list[tuple[str, int, str]]:
     """Tag lower-cased captions; count alphabetic non-stop-word tokens whose universal POS is in ``pos``.
 
     Returns ``(word, count, most frequent POS)`` sorted by count (then word), at least ``min_count``
-    occurrences, at most ``top_k`` entries. Needs spaCy with ``en_core_web_sm``.
+    occurrences, at most ``top_k`` entries. Needs spaCy with ``en_core_web_sm``. ``progress``: a tqdm bar over
+    the captions (``None``: only when stderr is a terminal).
     """
+    from tqdm.auto import tqdm
     if nlp is None:
         nlp = load_spacy()
     wanted = {p.upper() for p in pos}
     counts: Counter[str] = Counter()
     pos_counts: dict[str, Counter[str]] = {}
-    texts = (c.lower() for c in captions if isinstance(c, str) and c.strip())  # tagged lower-cased
+    total = len(captions) if isinstance(captions, Sized) else None
+    bar = tqdm(captions, total=total, desc="tag mining", unit="caption", disable=None if progress is None else not progress)
+    texts = (c.lower() for c in bar if isinstance(c, str) and c.strip())  # tagged lower-cased
     for doc in nlp.pipe(texts, batch_size=batch_size):
         for tok in doc:
             if tok.pos_ in wanted and tok.is_alpha and not tok.is_stop:
                 w = tok.text.lower()
                 counts[w] += 1
                 pos_counts.setdefault(w, Counter())[tok.pos_] += 1
+    bar.close()
     items = [(w, c) for w, c in counts.items() if c >= min_count]
     items.sort(key=lambda wc: (-wc[1], wc[0]))
     return [(w, c, pos_counts[w].most_common(1)[0][0]) for w, c in items[:top_k]]

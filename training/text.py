@@ -133,9 +133,10 @@ def load_text_side(name: str, *, cache: bool = True) -> TextSide:
     path = resolve_text_model(name)
     tok = load_tokenizer(name)
     verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
+    hf_logging.set_verbosity_error()  # quiet about unused weights
     bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
+    if Path(path).is_dir():  # nothing to download: no bar; a Hub model keeps its download progress bars
+        hf_logging.disable_progress_bar()
     try:
         mlm, info = AutoModelForMaskedLM.from_pretrained(path, local_files_only=_local_only(path),
                                                          output_loading_info=True)

@@ -17,6 +17,7 @@ import torch
 
 from . import checkpoint as ckpt
 from .config import dump
+from .curves import plot_run_quietly
 from .data import Collator, SampleBuilder, build_loader, build_source
 from .data.transforms import backbone_norm, eval_transform, train_transform
 from .distributed import DistInfo, all_reduce_sum, barrier, broadcast_object, gather_objects, is_main
@@ -412,6 +413,7 @@ def train(cfg: dict, run_dir: Path, info: DistInfo, *, resume: bool = False, tex
              f"truncated of {counters['seen']} samples", info)
     if is_main(info):
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        summary["curves"] = plot_run_quietly(run_dir)  # RUN/curves.png from metrics.csv (icmlm-train plot RUN)
     summary["model"] = model
     return summary
 

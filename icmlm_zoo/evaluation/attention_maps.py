@@ -24,18 +24,24 @@ def upsample(attention, size: tuple[int, int]) -> np.ndarray:
 
 def render(image, caption: str, masks: Sequence[dict[str, Any]], out_dir: str | Path, *,
            prefix: str = "attention") -> list[Path]:
-    """One PNG per masked word: the image, and the heatmap overlay titled with the top-5 words."""
-    import matplotlib
+    """One PNG per masked word: the image, and the heatmap overlay titled with the top-5 words.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Uses matplotlib's object API (``Figure`` + Agg canvas): the global backend, e.g. a notebook's inline one,
+    is left as it is."""
+    from icmlm_zoo.cli_support import require_extras
+
+    require_extras("attention maps", ["eval"], ["matplotlib"])
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for k, m in enumerate(masks):
         words = ", ".join(f"{t} ({p:.2f})" for t, p in zip(m["topk_tokens"], m["topk_probs"]))
-        fig, axes = plt.subplots(1, 2, figsize=(8, 4.4))
+        fig = Figure(figsize=(8, 4.4))
+        FigureCanvasAgg(fig)
+        axes = fig.subplots(1, 2)
         axes[0].imshow(image)
         axes[0].set_title("image", fontsize=9)
         axes[1].imshow(image)
@@ -50,7 +56,6 @@ def render(image, caption: str, masks: Sequence[dict[str, Any]], out_dir: str | 
         fig.tight_layout()
         path = out / f"{prefix}_{k + 1}.png"
         fig.savefig(path, dpi=100)
-        plt.close(fig)
         paths.append(path)
     return paths
 

@@ -1,10 +1,38 @@
-"""``icmlm-eval``: VOC07 SVMs, linear probe, held-out probes, checkpoint comparison, attention maps."""
+"""icmlm-eval: frozen-feature probes of ICMLM backbones and pictures of what a training run attends to.
+
+Examples:
+  icmlm-eval voc07 --model icmlm_resnet50.attfc_coco --data VOCdevkit/VOC2007
+  icmlm-eval linear --model runs/r50 --data imagenet_subset --epochs 10
+  icmlm-eval compare random=random:icmlm_resnet_tiny trained=runs/demo
+  icmlm-eval pointing --run runs/demo
+  icmlm-eval attention --run runs/demo --image scene.png --caption "a red [MASK] left of a blue square"
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from pathlib import Path
+
+from icmlm_zoo.cli_support import HelpFormatter, MissingExtraError, add_version, require_extras
+from icmlm_zoo.errors import IcmlmZooError
+
+# optional modules each command needs, checked before any model is loaded: (extra, modules)
+NEEDS = {"voc07": [("eval", ["sklearn"])], "linear": [], "compare": [("eval", ["sklearn", "matplotlib"])],
+         "probes": [("eval", ["sklearn", "matplotlib"])], "pointing": [("train", ["transformers", "yaml"])],
+         "attention": [("train", ["transformers", "yaml"]), ("eval", ["matplotlib"])]}
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; other values pass through (checked by torch)."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: no CUDA GPU is visible; use --device cpu or auto")
+    return device
 
 
 def _stage(value: str) -> int | str:
@@ -18,75 +46,87 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stage", type=_stage, default=-1,
                    help="feature stage: index into the backbone's stages (-1 = last) or a module name (layer3)")
     p.add_argument("--image-size", type=int, default=None, help="override the backbone's input size")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed (SVM cross-validation folds, probe init)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (one sub-command per evaluation)."""
-    parser = argparse.ArgumentParser(prog="icmlm-eval", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="icmlm-eval", description=__doc__, formatter_class=HelpFormatter)
+    add_version(parser)
+    sub = parser.add_subparsers(dest="command", required=True, help="which evaluation to run")
 
-    p = sub.add_parser("voc07", help="VOC07 linear SVMs on frozen pooled features (mAP)")
+    def add(name: str, help: str, **kw) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=textwrap.fill(help[0].upper() + help[1:] + ".", 100),
+                              formatter_class=HelpFormatter, **kw)
+
+    p = add("voc07", "VOC07 linear SVMs on frozen pooled features (mAP); needs the [eval] extra")
     _model_args(p)
     p.add_argument("--data", required=True, help="VOC2007 folder (JPEGImages, ImageSets/Main, Annotations)")
-    p.add_argument("--costs", type=float, nargs="+", default=None, help="SVM costs swept per class by 3-fold CV")
+    p.add_argument("--costs", type=float, nargs="+", default=None,
+                   help="SVM costs swept per class by 3-fold CV (default: the paper's sweep)")
     p.add_argument("--cache-dir", default=None, help="feature cache folder (default: OUT/cache)")
-    p.add_argument("--out", default="eval_results/voc07")
+    p.add_argument("--out", default="eval_results/voc07", help="folder for voc07.json and voc07.md")
 
-    p = sub.add_parser("linear", help="linear probe on an ImageFolder (top-1/top-5), resumable")
+    p = add("linear", "linear probe on an ImageFolder (top-1/top-5), resumable")
     _model_args(p)
     p.add_argument("--data", required=True, help="ImageFolder root with train/ and val/ (or use --val-data)")
-    p.add_argument("--val-data", default=None)
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--val-data", default=None, help="ImageFolder of the validation images (default: DATA/val)")
+    p.add_argument("--epochs", type=int, default=10, help="passes over the training images")
+    p.add_argument("--lr", type=float, default=0.1, help="SGD learning rate of the linear layer")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="SGD weight decay of the linear layer")
     p.add_argument("--resume", action="store_true", help="continue from OUT/linear_probe.pt")
-    p.add_argument("--out", default="eval_results/linear")
+    p.add_argument("--out", default="eval_results/linear", help="folder for the checkpoint and linear_probe.json/.md")
 
-    p = sub.add_parser("compare", aliases=["probes"],
-                       help="held-out probes (+ pointing game for runs) for several checkpoints in one table")
+    p = add("compare", "held-out probes (+ pointing game for runs) for several checkpoints in one table and "
+            "one figure; needs the [eval] extra", aliases=["probes"])
     p.add_argument("models", nargs="+", help="LABEL=SPEC or SPEC (timm name, random:NAME, weight file/folder, run)")
     p.add_argument("--arch", default=None, help="architecture of bare weight files")
-    p.add_argument("--stage", type=_stage, default=-1)
-    p.add_argument("--num-train", type=int, default=300)
-    p.add_argument("--num-test", type=int, default=200)
+    p.add_argument("--stage", type=_stage, default=-1,
+                   help="feature stage: index into the backbone's stages (-1 = last) or a module name (layer3)")
+    p.add_argument("--num-train", type=int, default=300, help="generated scenes the probes are fitted on")
+    p.add_argument("--num-test", type=int, default=200, help="held-out generated scenes the probes are scored on")
     p.add_argument("--image-size", type=int, default=96, help="scene size for the probes (pointing: the run's)")
-    p.add_argument("--pointing-scenes", type=int, default=200)
+    p.add_argument("--pointing-scenes", type=int, default=200, help="held-out scenes of the pointing game")
     p.add_argument("--no-pointing", action="store_true", help="skip the pointing game for training runs")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="eval_results/compare")
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N")
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated scenes and the probes")
+    p.add_argument("--out", default="eval_results/compare", help="folder for compare.json/.md and compare.png")
 
-    p = sub.add_parser("pointing", help="pointing game for one training run on held-out scenes")
-    p.add_argument("--run", required=True)
-    p.add_argument("--checkpoint", default="last")
-    p.add_argument("--num-scenes", type=int, default=200)
+    p = add("pointing", "pointing game for one training run on held-out scenes; needs the [train] extra")
+    p.add_argument("--run", required=True, help="icmlm-train run folder")
+    p.add_argument("--checkpoint", default="last", help="'last', a step number or a checkpoint file")
+    p.add_argument("--num-scenes", type=int, default=200, help="held-out generated scenes")
     p.add_argument("--image-size", type=int, default=None, help="scene size (default: the run's input size)")
     p.add_argument("--tolerance", type=float, default=0.0, help="grow boxes by this many pixels")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="eval_results/pointing")
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated scenes")
+    p.add_argument("--out", default="eval_results/pointing", help="folder for pointing.json and pointing.md")
 
-    p = sub.add_parser("attention", help="PNG attention heatmaps + top-5 words for each [MASK] in a caption")
+    p = add("attention", "PNG attention heatmaps + top-5 words for each [MASK] in a caption; needs the "
+            "[train] and [eval] extras")
     p.add_argument("--run", required=True, help="icmlm-train run folder")
-    p.add_argument("--image", required=True)
-    p.add_argument("--caption", required=True, help='e.g. "a man rides a [MASK]"')
-    p.add_argument("--checkpoint", default="last")
-    p.add_argument("--topk", type=int, default=5)
-    p.add_argument("--out", default="eval_results/attention")
+    p.add_argument("--image", required=True, help="an image file (any size; shown whole, resized to the run's input)")
+    p.add_argument("--caption", required=True, help='a caption with one or more [MASK] words, e.g. "a man rides a [MASK]"')
+    p.add_argument("--checkpoint", default="last", help="'last', a step number or a checkpoint file")
+    p.add_argument("--topk", type=int, default=5, help="predicted words listed per [MASK]")
+    p.add_argument("--out", default="eval_results/attention", help="folder for the PNGs and the JSON")
 
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``icmlm-eval``; returns the exit status."""
+    """Entry point of ``icmlm-eval``; returns the exit status (user mistakes are printed as one line)."""
     args = build_parser().parse_args(argv)
     try:
+        for extra, modules in NEEDS[args.command]:
+            require_extras(f"icmlm-eval {args.command}", [extra], modules)
+        if hasattr(args, "device"):
+            args.device = resolve_device(args.device)
         return _dispatch(args)
-    except (FileNotFoundError, FileExistsError, ValueError, RuntimeError) as exc:
+    except (FileNotFoundError, FileExistsError, ValueError, RuntimeError, IcmlmZooError, MissingExtraError) as exc:
         print(f"icmlm-eval {args.command}: error: {exc}", file=sys.stderr)
         return 2
 
@@ -122,6 +162,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                              batch_size=args.batch_size, device=args.device, arch=args.arch)
         table = cmp.markdown(result)
         js, md = write_results(args.out, "compare", result, table)
+        print(f"figure: {cmp.plot(result, Path(args.out) / 'compare.png')}")
     elif args.command == "pointing":
         from .pointing_game import run_pointing_game
 

@@ -41,10 +41,16 @@ def compare(models: Sequence[str], *, num_train: int = 300, num_test: int = 200,
             stage: int | str = -1, seed: int = 0, pointing: bool = True, pointing_scenes: int = 200,
             batch_size: int = 32, device: str = "cpu", arch: str | None = None) -> dict[str, Any]:
     """Run the held-out probes (every model) and the pointing game (training runs) with the same fixed seeds."""
+    from icmlm_zoo.cli_support import require_extras
+
     from .synthetic_probes import run_probes
 
+    parsed = parse_models(models)
+    require_extras("the held-out probes", ["eval"], ["sklearn"])  # before any feature extraction
+    if pointing and any(_is_run(spec) for _, spec in parsed):
+        require_extras("the pointing game on training runs", ["train"], ["transformers"])
     rows, chance = [], None
-    for label, spec in parse_models(models):
+    for label, spec in parsed:
         res = run_probes(spec, arch=arch, num_train=num_train, num_test=num_test, image_size=image_size,
                          stage=stage, batch_size=batch_size, seed=seed, device=device)
         chance = res["chance"]
@@ -83,3 +89,42 @@ def markdown(result: dict[str, Any]) -> str:
               "(multinomial logistic regression); pointing: attention peak inside the masked object's box. "
               "Scenes are generated with held-out seeds never used for training."]
     return "\n".join(lines) + "\n"
+
+
+def plot(result: dict[str, Any], path: str | Path) -> Path:
+    """The table as grouped bars (one group per metric, one bar per model, chance as a black tick), written to
+    the PNG ``path`` with matplotlib's object API (the global backend is left as it is)."""
+    from icmlm_zoo.cli_support import require_extras
+
+    require_extras("the comparison figure", ["eval"], ["matplotlib"])
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    cols = list(PROBE_COLUMNS)
+    if any("pointing_acc" in r for r in result["rows"]):
+        cols += POINTING_COLUMNS
+    rows = result["rows"]
+    chance = dict(result.get("chance") or {})
+    pcs = [r["pointing_chance"] for r in rows if r.get("pointing_chance") is not None]
+    if pcs:
+        chance["pointing_acc"] = sum(pcs) / len(pcs)
+    fig = Figure(figsize=(max(6.0, 1.3 * len(cols) * max(1, len(rows)) ** 0.5 + 2), 4))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    width = 0.8 / max(1, len(rows))
+    for i, r in enumerate(rows):
+        vals = [100 * v if isinstance(v, (int, float)) and v == v else 0.0 for v in (r.get(k) for k, _ in cols)]
+        ax.bar([j + (i - (len(rows) - 1) / 2) * width for j in range(len(cols))], vals, width, label=r["label"])
+    marked = [(j, chance[k]) for j, (k, _) in enumerate(cols) if chance.get(k) is not None]
+    for n, (j, c) in enumerate(marked):
+        ax.hlines(100 * c, j - 0.4, j + 0.4, colors="black", linestyles="--", label=None if n else "chance")
+    ax.set_xticks(range(len(cols)), [name for _, name in cols], rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("%")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=8)
+    ax.set_title(f"held-out probes (seed {result['seed']}, {result['num_test']} test scenes)", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return path

@@ -103,11 +103,14 @@ def extract(model: nn.Module, dataset: Dataset, *, stage: int | str = -1, batch_
     pooled = PooledFeatures(model, stage).to(device).eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     feats, labels = [], []
-    for batch in tqdm(loader, desc=desc, unit="batch", leave=False):
+    bar = tqdm(total=len(dataset), desc=desc, unit="img", leave=False)  # type: ignore[arg-type]
+    for batch in loader:
         images, target = (batch[0], batch[1]) if isinstance(batch, (list, tuple)) else (batch, None)
         feats.append(pooled(images.to(device)).cpu().numpy())
+        bar.update(len(images))
         if target is not None:
             labels.append(np.asarray(target))
+    bar.close()
     pooled.remove()
     out = np.concatenate(feats).astype(np.float32)
     lab = np.concatenate(labels) if labels else None

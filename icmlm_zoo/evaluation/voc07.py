@@ -117,7 +117,7 @@ def evaluate(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_
     from tqdm import tqdm
 
     per_class = {}
-    for j, cls in enumerate(tqdm(classes, desc="svm", leave=False)):
+    for j, cls in enumerate(tqdm(classes, desc=f"SVMs ({len(costs)} costs x 3-fold CV)", unit="class", leave=False)):
         keep = train_y[:, j] != 0
         model, cost, cv = train_class_svm(train_x[keep], train_y[keep, j], costs, seed=seed)
         tkeep = test_y[:, j] != 0
@@ -134,6 +134,9 @@ def run_voc07(model: str, data: str | Path, *, arch: str | None = None, stage: i
               cache_dir: str | Path | None = None, device: str = "cpu", seed: int = 0,
               num_workers: int = 0) -> dict:
     """The whole protocol for one model spec; returns the result dict (see :func:`evaluate`) plus metadata."""
+    from icmlm_zoo.cli_support import require_extras
+
+    require_extras("the VOC07 SVMs", ["eval"], ["sklearn"])  # before the long feature extraction
     from .features import ImageList, cache_key, eval_transform, extract, resolve_stage, source_fingerprint
     from .model_loading import load_backbone
 

@@ -1,0 +1,110 @@
+"""Training curves: ``RUN/metrics.csv`` drawn into a PNG (matplotlib's object API; no global backend switch)."""
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+from icmlm_zoo.cli_support import MissingExtraError, require_extras
+
+__all__ = ["read_metrics", "plot_metrics", "plot_run", "plot_run_quietly"]
+
+# (column, label) per panel; a series is drawn when its column has a value in some row of that split.
+LOSS = [("loss", "loss")]
+ACCURACY = [("top1", "masked-word top-1"), ("visual_top1", "visual-word top-1"),
+            ("visual_top1_shuffled", "visual-word top-1, shuffled images"),
+            ("majority_baseline", "majority-word baseline"), ("visual_chance", "visual-word chance")]
+BASELINES = {"majority_baseline", "visual_chance"}  # drawn dashed
+GAP = [("image_use_gap", "image-use gap")]
+
+
+def read_metrics(path: str | Path) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """``{split: {column: [(step, value), ...]}}`` from a metrics.csv; blank cells are skipped and a step
+    written twice (a resumed run) keeps its last row."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; give a run folder written by icmlm-train (it holds metrics.csv)")
+    rows: dict[str, dict[int, dict[str, str]]] = {}
+    with path.open(newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            try:
+                step = int(row.get("step") or "")
+            except ValueError:
+                continue
+            rows.setdefault(row.get("split") or "train", {})[step] = row
+    out: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    for split, by_step in rows.items():
+        cols: dict[str, list[tuple[int, float]]] = {}
+        for step in sorted(by_step):
+            for k, v in by_step[step].items():
+                if k in ("step", "split") or v in (None, ""):
+                    continue
+                try:
+                    cols.setdefault(k, []).append((step, float(v)))
+                except ValueError:
+                    continue
+        out[split] = cols
+    if not any(out.values()):
+        raise ValueError(f"{path} holds no metric rows yet; plot again once the run has logged a step")
+    return out
+
+
+def _draw(ax, metrics: dict, series: list[tuple[str, str]], ylabel: str) -> bool:
+    drawn = False
+    for split, style in (("train", "-"), ("val", "o-")):
+        for col, label in series:
+            pts = metrics.get(split, {}).get(col)
+            if pts:
+                steps, vals = zip(*pts)
+                ax.plot(steps, vals, "--" if col in BASELINES else style, label=f"{split} {label}", markersize=4,
+                        alpha=0.8 if split == "train" else 1.0)
+                drawn = True
+    if drawn:
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    return drawn
+
+
+def plot_metrics(metrics: dict, out: str | Path, *, title: str = "") -> Path:
+    """Draw loss, accuracies and (when logged) the image-use gap side by side into the PNG ``out``."""
+    require_extras("training-curve plots", ["train"], ["matplotlib"])
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    panels = [(LOSS, "loss"), (ACCURACY, "top-1 accuracy")]
+    if any(metrics.get(s, {}).get(c) for s in metrics for c, _ in GAP):
+        panels.append((GAP, "top-1 (images) - top-1 (shuffled images)"))
+    fig = Figure(figsize=(5 * len(panels), 3.8), layout="constrained")
+    FigureCanvasAgg(fig)
+    for ax, (series, ylabel) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
+        if not _draw(ax, metrics, series, ylabel):
+            ax.set_axis_off()
+            ax.text(0.5, 0.5, f"no {ylabel} logged", ha="center", va="center")
+    if title:
+        fig.suptitle(title)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    return out
+
+
+def plot_run(run: str | Path, out: str | Path | None = None) -> Path:
+    """Write ``RUN/curves.png`` (or ``out``) from ``RUN/metrics.csv``; returns the PNG's path."""
+    run = Path(run)
+    if not run.is_dir():
+        raise FileNotFoundError(f"run folder {run} not found")
+    return plot_metrics(read_metrics(run / "metrics.csv"), out or run / "curves.png", title=run.name)
+
+
+def plot_run_quietly(run: str | Path) -> Path | None:
+    """The end-of-run curve: prints its path; a missing matplotlib or an empty log is a one-line note, never a
+    failed run."""
+    try:
+        path = plot_run(run)
+    except (MissingExtraError, ValueError, FileNotFoundError, OSError) as e:
+        print(f"note: no training-curve PNG: {e}", file=sys.stderr)
+        return None
+    print(f"training curves: {path}", flush=True)
+    return path
