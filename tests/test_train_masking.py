@@ -95,3 +95,18 @@ def test_random_bert_style_masking(text_side):
         n_mask += sum(m.input_ids[i] == tok.mask_token_id for i in sel)
     assert 0.1 < n_sel / n_tok < 0.3
     assert 0.65 < n_mask / n_sel < 0.95
+
+
+def test_every_occurrence_of_the_chosen_word_is_masked(text_side):
+    """The frozen encoder must never see the answer elsewhere in the caption ("a dog chases another dog")."""
+    tok = text_side.tokenizer
+    masker = CaptionMasker(tok, ["dog"], max_length=40)
+    m = masker("a dog chases another dog", np.random.default_rng(0))
+    assert m.masked_words == ["dog"]
+    assert tok.convert_tokens_to_ids("dog") not in m.input_ids
+    assert sum(l != IGNORE for l in m.labels) == 2 * len(tok.tokenize("dog"))
+    # a word whose second occurrence is cut by truncation is not a candidate (its answer would be unmaskable)
+    short = CaptionMasker(tok, ["dog", "cat"], max_length=8)
+    for seed in range(10):
+        got = short("a dog and a cat chase the dog", np.random.default_rng(seed))
+        assert got.masked_words == ["cat"] and tok.convert_tokens_to_ids("cat") not in got.input_ids

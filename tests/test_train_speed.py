@@ -284,3 +284,32 @@ def test_pretrained_mlm_head_casts_its_frozen_copy_once():
     assert torch.allclose(out.float(), ref.float(), atol=0.05, rtol=0.02)
     out.float().sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_pretrained_mlm_head_moves_with_the_model_and_stays_out_of_checkpoints():
+    """model.to(...) must move the frozen pretrained MLM head too (a bert-base run on CUDA with amp=none, or
+    predict_masked on CUDA, failed with a device mismatch); it is reloaded from text.model, never saved."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    from icmlm_zoo.training.backbones import create_backbone
+    from icmlm_zoo.training.model import ICMLM
+    from icmlm_zoo.training.text import TextSide
+    cfg = load_config("demo", None, [])["model"]
+    mlm = BertForMaskedLM(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                     intermediate_size=64)).eval()
+    for p in mlm.parameters():
+        p.requires_grad_(False)
+    side = TextSide(encoder=mlm.bert, tokenizer=None, width=32, pretrained_head=mlm.cls, name="tiny-bert")
+    cfg["attfc"].update(heads=2, hidden=32)
+    model = ICMLM(create_backbone("icmlm_resnet_tiny"), side, fusion="attfc", num_tags=0, cfg_model=cfg,
+                  text_precision="fp32").eval()
+    model.double()  # stands in for .to("cuda"): every submodule must follow
+    assert mlm.cls.predictions.transform.dense.weight.dtype == torch.float64
+    ids = torch.tensor([[2, 5, 7, 3]])
+    labels = torch.tensor([[-100, 5, -100, -100]])
+    out = model(torch.randn(1, 3, 64, 64, dtype=torch.float64), ids, torch.ones_like(ids), labels)
+    assert out["logits"].shape == (1, 100) and torch.isfinite(out["loss"])
+    keys = model.trainable_state_dict().keys()
+    assert not any(k.startswith(("text.", "mlm_head.frozen.")) for k in keys)
+    assert any(k.startswith("fusion.") for k in keys)
+    model.load_trainable_state_dict(model.trainable_state_dict())  # strict on what is saved

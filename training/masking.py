@@ -77,20 +77,23 @@ class CaptionMasker:
         complete = set(w for w in wids if w is not None)
         if truncated:
             complete.discard(wids[-2])  # the last kept word may be cut
-        cand = sorted({i for i in complete if words[i] in self.tags})
+        # candidates are distinct words; a chosen word is masked at EVERY occurrence (else the encoder would
+        # see the answer elsewhere in the caption), and only if every occurrence survived truncation
+        cut = {words[i] for i in set(range(len(words))) - complete}
+        cand = sorted({words[i] for i in complete if words[i] in self.tags} - cut)
         if not cand:
             if self.no_tag == "skip":
                 raise SampleSkipped("no_tag")
-            cand = sorted(i for i in complete if words[i].isalpha())
+            cand = sorted({words[i] for i in complete if words[i].isalpha()} - cut)
             if not cand:
                 raise SampleSkipped("no_word")
-        chosen = set(int(c) for c in rng.choice(cand, size=min(self.k, len(cand)), replace=False))
+        chosen = {str(c) for c in rng.choice(cand, size=min(self.k, len(cand)), replace=False)}
         out = list(ids)
         for p, w in enumerate(wids):
-            if w is not None and w in chosen:
+            if w is not None and words[w] in chosen:
                 labels[p] = ids[p]
                 out[p] = self.mask_id
-        return Masked(out, labels, [words[c] for c in sorted(chosen)], words, truncated)
+        return Masked(out, labels, sorted(chosen), words, truncated)
 
     def _random(self, ids, labels, words, truncated, rng) -> Masked:
         positions = [p for p, t in enumerate(ids) if t not in self.special]

@@ -13,9 +13,10 @@ from .heads import AttFCHead, TfmHead, TPHead
 from .speed import LOGITS_AT, FrozenTextRunner
 from .text import TextSide
 
-__all__ = ["ICMLM", "build_model", "FROZEN_PREFIX"]
+__all__ = ["ICMLM", "build_model", "FROZEN_PREFIXES"]
 
-FROZEN_PREFIX = "text."
+# frozen pretrained parts, reloaded from text.model: never in checkpoints
+FROZEN_PREFIXES = ("text.", "mlm_head.frozen.")
 
 
 def _channels_last_grad(grad: torch.Tensor) -> torch.Tensor:
@@ -58,6 +59,7 @@ class ICMLM(nn.Module):
             tp = cfg_model["tp"]
             self.tp = TPHead(C, num_tags, tp["hidden"], tp["dropout"])
         self.tp_weight = float(cfg_model["tp"]["weight"])
+        self.tp_reduction = cfg_model["tp"].get("reduction", "sum")
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -67,12 +69,12 @@ class ICMLM(nn.Module):
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """State dict without the frozen text encoder (which is reloaded from its source)."""
-        return {k: v for k, v in self.state_dict().items() if not k.startswith(FROZEN_PREFIX)}
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(FROZEN_PREFIXES)}
 
     def load_trainable_state_dict(self, sd: dict[str, torch.Tensor]) -> None:
         """Strictly load a :meth:`trainable_state_dict`; mismatching keys are reported by name."""
         missing, unexpected = self.load_state_dict(sd, strict=False)
-        missing = [k for k in missing if not k.startswith(FROZEN_PREFIX)]
+        missing = [k for k in missing if not k.startswith(FROZEN_PREFIXES)]
         if missing or unexpected:
             raise RuntimeError(f"checkpoint does not match the model: missing {missing[:10]}, "
                                f"unexpected {unexpected[:10]}")
@@ -120,7 +122,7 @@ class ICMLM(nn.Module):
         if self.tp is not None:
             out["tp_logits"] = self.tp(fmap)
             if tp is not None:
-                out["tp_loss"] = TPHead.loss(out["tp_logits"], tp)
+                out["tp_loss"] = TPHead.loss(out["tp_logits"], tp, self.tp_reduction)
                 loss = loss + self.tp_weight * out["tp_loss"]
         out["loss"] = loss
         return out

@@ -86,11 +86,13 @@ class PretrainedMLMHead(nn.Module):
 
     def __init__(self, head: nn.Module) -> None:
         super().__init__()
-        self._head = [head]
+        # a registered submodule, so that .to()/.cuda()/.double() move it with the model; the model leaves it
+        # out of its trainable state dict (icmlm_zoo.training.model.FROZEN_PREFIXES)
+        self.frozen = head
         self._cast = FrozenCopy(head)  # the low-precision copy of the frozen head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        head = self._head[0]
+        head = self.frozen
         dev = x.device.type
         if torch.is_autocast_enabled(dev) and not any(p.requires_grad for p in head.parameters()):
             dtype = torch.get_autocast_dtype(dev)

@@ -25,5 +25,14 @@ class TPHead(nn.Module):
         return self.mlp(fmap.float().mean(dim=(2, 3)))
 
     @staticmethod
-    def loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.binary_cross_entropy_with_logits(logits.float(), targets.float())
+    def loss(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
+        """Binary cross-entropy with logits. ``sum``: summed over the K tags, averaged over images (the
+        multi-label convention: each image's gradient does not shrink as the vocabulary grows); ``mean``:
+        averaged over images and tags (1/K of ``sum``: with K≈1000 tags, TP all but vanishes next to the MLM
+        loss)."""
+        bce = F.binary_cross_entropy_with_logits(logits.float(), targets.float(), reduction="none")
+        if reduction == "mean":
+            return bce.mean()
+        if reduction == "sum":
+            return bce.sum(-1).mean()
+        raise ValueError(f"model.tp.reduction={reduction!r}; choose sum or mean")
