@@ -58,7 +58,8 @@ def _cmd_download(args: argparse.Namespace) -> int:
 def _cmd_convert(args: argparse.Namespace) -> int:
     from .convert import convert_checkpoint
 
-    folder, notes = convert_checkpoint(args.checkpoint, args.model, args.out, tag=args.tag, trunk_key=args.trunk_key)
+    folder, notes = convert_checkpoint(args.checkpoint, args.model, args.out, tag=args.tag, trunk_key=args.trunk_key,
+                                       overwrite=args.overwrite)
     for note in notes:
         print(f"note: {note}")
     print(f"wrote {folder}/model.safetensors, config.json, README.md")
@@ -70,11 +71,12 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 def _cmd_publish(args: argparse.Namespace) -> int:
     from .publish import publish_folder
 
-    entry = publish_folder(args.dir, args.repo, model=args.model, tag=args.tag, manifest_path=args.manifest,
-                           endpoint=args.endpoint, private=args.private)
+    entry, written = publish_folder(args.dir, args.repo, model=args.model, tag=args.tag,
+                                    manifest_path=args.manifest, endpoint=args.endpoint, private=not args.public,
+                                    commit_message=args.message)
     hub = entry["hub"]
     print(f"published {entry['model']}.{entry['tag']} to {hub['repo']}@{hub['revision']} "
-          f"(sha256 {hub['sha256']}, {hub['bytes']} bytes); manifest updated")
+          f"(sha256 {hub['sha256']}, {hub['bytes']} bytes)" + (f"; manifest entry written to {written}" if written else ""))
     return 0
 
 
@@ -85,42 +87,68 @@ def _cmd_export_detectron2(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="icmlm-zoo", description="ICMLM backbones: list, fetch, convert, publish.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    from .cli_support import HelpFormatter, add_version
 
-    p = sub.add_parser("list", help="models, tags, status and metrics")
-    p.add_argument("--status", choices=("published", "convertible", "recipe"))
+    parser = argparse.ArgumentParser(
+        prog="icmlm-zoo", formatter_class=HelpFormatter,
+        description="ICMLM backbones: list, fetch, convert, publish and export them.\n"
+                    "Each command has its own help: icmlm-zoo COMMAND -h")
+    add_version(parser)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=description or help, formatter_class=HelpFormatter)
+
+    p = command("list", "models, tags, status and metrics")
+    p.add_argument("--status", choices=("published", "convertible", "recipe"),
+                   help="show only the weights with this status (default: all)")
     p.set_defaults(func=_cmd_list)
 
-    p = sub.add_parser("info", help="one weight's manifest entry and preprocessing")
+    p = command("info", "one weight's manifest entry and preprocessing")
     p.add_argument("name", help="MODEL or MODEL.TAG, e.g. icmlm_resnet50.attfc_coco")
     p.set_defaults(func=_cmd_info)
 
-    p = sub.add_parser("download", help="prefetch and verify a weight")
-    p.add_argument("name")
+    p = command("download", "prefetch a weight into the cache and check it")
+    p.add_argument("name", help="MODEL or MODEL.TAG to fetch, e.g. icmlm_resnet50.attfc_coco")
     p.set_defaults(func=_cmd_download)
 
-    p = sub.add_parser("convert", help="original checkpoint -> model.safetensors + config.json + model card")
-    p.add_argument("checkpoint")
+    p = command("convert", "original checkpoint -> model.safetensors + config.json + model card",
+                "Convert an original (NAVER) ICMLM checkpoint into a weight folder: model.safetensors, a timm\n"
+                "config.json and a model card README.md. The checkpoint is read with torch.load(weights_only=True).")
+    p.add_argument("checkpoint", help="the original .pth/.pt (or .safetensors) checkpoint")
     p.add_argument("--model", required=True, help="target architecture, e.g. icmlm_resnet50")
-    p.add_argument("--out", required=True, help="output folder (must not hold a model.safetensors)")
-    p.add_argument("--tag", default=None, help="tag to record, e.g. attfc_coco")
-    p.add_argument("--trunk-key", default=None, help="checkpoint key holding the visual trunk (default: auto, 'cnn')")
+    p.add_argument("--out", required=True, help="output folder (created if needed)")
+    p.add_argument("--tag", default=None, help="tag to record, e.g. attfc_coco (default: none)")
+    p.add_argument("--trunk-key", default=None,
+                   help="checkpoint key holding the visual trunk (default: auto, 'cnn' for the NAVER release)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace model.safetensors/config.json/README.md already in --out (default: refuse)")
     p.set_defaults(func=_cmd_convert)
 
-    p = sub.add_parser("publish", help="upload a weight folder to the Hub and write its manifest entry")
-    p.add_argument("dir")
+    p = command("publish", "upload a weight folder to the Hub and make its manifest entry",
+                "Upload model.safetensors, config.json and README.md of DIR (nothing else; a folder holding\n"
+                "symlinks or dotfiles is refused) to a Hub repo, private unless --public. The manifest entry\n"
+                "(revision, sha256, bytes) is printed and written to --manifest; the folder is not modified.")
+    p.add_argument("dir", help="weight folder written by `icmlm-zoo convert` or `icmlm-train export`")
     p.add_argument("--repo", required=True, help="ORG/NAME on the Hub")
-    p.add_argument("--model", default=None)
-    p.add_argument("--tag", default=None)
-    p.add_argument("--manifest", default=None, help="manifest to update (default: the one in use)")
-    p.add_argument("--endpoint", default=None, help="Hub endpoint (default: HF_ENDPOINT / huggingface.co)")
-    p.add_argument("--private", action="store_true")
+    p.add_argument("--model", default=None, help="model name to record (default: from the folder's config.json)")
+    p.add_argument("--tag", default=None, help="tag to record (default: from the folder's config.json)")
+    p.add_argument("--manifest", default=None,
+                   help="manifest file to write the entry to; a new file starts from the manifest in use "
+                        "(default: $ICMLM_ZOO_MANIFEST, else the checkout's weights_manifest.json when run from a "
+                        "checkout, else only print the entry)")
+    p.add_argument("--endpoint", default=None, help="Hub endpoint (default: HF_ENDPOINT or huggingface.co)")
+    visibility = p.add_mutually_exclusive_group()
+    visibility.add_argument("--public", action="store_true", help="create the repo public (default: private)")
+    visibility.add_argument("--private", action="store_true", help="create the repo private (the default)")
+    p.add_argument("--message", default="Add ICMLM weights", help="commit message")
     p.set_defaults(func=_cmd_publish)
 
     from .detection.detectron2 import add_arguments as add_detectron2_arguments
 
-    p = sub.add_parser("export-detectron2", help="backbone -> detectron2 .pkl (MoCo/d2 key names)")
+    p = command("export-detectron2", "backbone -> detectron2 .pkl (MoCo/d2 key names)",
+                "Write a ResNet backbone in detectron2's checkpoint format (.pkl) and a .yaml with the settings\n"
+                "it needs (PIXEL_MEAN/STD, INPUT.FORMAT RGB, RESNETS.DEPTH).")
     add_detectron2_arguments(p)
     p.set_defaults(func=_cmd_export_detectron2)
     return parser
@@ -134,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (IcmlmZooError, ManifestError, KeyError, ValueError, FileNotFoundError, FileExistsError) as e:
+    except (IcmlmZooError, ManifestError, KeyError, ValueError, OSError) as e:  # OSError: files, Hub, network
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"icmlm-zoo {args.command}: error: {msg}", file=sys.stderr)
         return 1

@@ -6,7 +6,9 @@ are read with ``torch.load(weights_only=True)`` only: a pickle that tries to run
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import pickle
 from pathlib import Path
 from typing import Any, Mapping
@@ -122,64 +124,39 @@ def _weight_meta(manifest, model_name: str, tag: str | None) -> tuple[dict, dict
     return info, dict(pre), (entry.raw if entry else None)
 
 
-def _model_card(model_name: str, tag: str | None, config: dict, meta: dict) -> str:
-    pre = config["pretrained_cfg"]
-    name = f"{model_name}.{tag}" if tag else model_name
-    metrics = meta.get("metrics") or []
-    metric_lines = "\n".join(
-        f"| {m.get('name')} | {m.get('value')} | {m.get('protocol', '')} | {m.get('dataset', '')} | "
-        f"{m.get('provenance', '')} |" for m in metrics) or "| – | – | – | – | no metric recorded |"
-    recipe = meta.get("recipe") or meta.get("pretraining") or {}
-    return f"""---
-library_name: timm
-license: {pre.get('license') or 'unknown'}
-tags:
-- image-feature-extraction
-- timm
-- icmlm
----
-# {name}
+WEIGHT_FOLDER_FILES = ("model.safetensors", "config.json", "README.md")
 
-An ICMLM backbone ("Learning Visual Representations with Caption Annotations", Sariyildiz, Perez, Larlus,
-ECCV 2020, arXiv 2008.01392): {meta.get('description') or 'a CNN trunk pretrained from captions'}.
-Head-less (`num_classes=0`): add a head with `num_classes=N`.
 
-## Usage
-```python
-import icmlm_zoo, timm
-model = timm.create_model("{name}", pretrained=True)
-cfg = timm.data.resolve_model_data_config(model)
-transform = timm.data.create_transform(**cfg)
-```
-A ResNet folder also loads in plain timm: `timm.create_model("hf-hub:ORG/REPO", pretrained=True)`.
+def check_out_folder(out_dir: str | Path, *, overwrite: bool = False) -> Path:
+    """``out_dir`` as a Path, after checking a weight folder may be written there.
 
-## Preprocessing
-input size {pre['input_size']}, mean {pre['mean']}, std {pre['std']}, crop_pct {pre['crop_pct']},
-interpolation {pre['interpolation']}.
+    Raises ``FileExistsError`` naming the files already there (``model.safetensors``, ``config.json``,
+    ``README.md``) unless ``overwrite``; other files in the folder are never touched.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} is a file, not a folder: choose another --out folder.")
+    existing = [n for n in WEIGHT_FOLDER_FILES if (out / n).exists() or (out / n).is_symlink()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{out} already holds {', '.join(existing)}; nothing was written. Choose another "
+                              f"--out folder, or pass --overwrite to replace them.")
+    return out
 
-## Pretraining
-```json
-{json.dumps(recipe, indent=2, default=str)}
-```
 
-## Metrics
-| metric | value | protocol | dataset | provenance |
-|---|---|---|---|---|
-{metric_lines}
-
-## Files
-`model.safetensors` sha256 `{meta.get('sha256')}` ({meta.get('bytes')} bytes).
-
-## Citation
-```bibtex
-@inproceedings{{sariyildiz2020icmlm,
-  title={{Learning Visual Representations with Caption Annotations}},
-  author={{Sariyildiz, Mert Bulent and Perez, Julien and Larlus, Diane}},
-  booktitle={{ECCV}},
-  year={{2020}}
-}}
-```
-"""
+def _write_files(out: Path, files: dict[str, bytes]) -> None:
+    """Write every file under a temporary name first, then move them into place (umask permissions; an
+    existing symlink is replaced, never written through)."""
+    out.mkdir(parents=True, exist_ok=True)
+    tmps = {name: out / f".{name}.{os.getpid()}.tmp" for name in files}
+    try:
+        for name, data in files.items():
+            with open(tmps[name], "wb") as f:  # open() applies the umask (safetensors' save_file gives 0600)
+                f.write(data)
+        for name in files:
+            os.replace(tmps[name], out / name)
+    finally:
+        for tmp in tmps.values():
+            tmp.unlink(missing_ok=True)
 
 
 def save_weight_folder(
@@ -189,6 +166,7 @@ def save_weight_folder(
         *,
         tag: str | None = None,
         extra_meta: dict[str, Any] | None = None,
+        overwrite: bool = False,
 ) -> Path:
     """Write ``model.safetensors``, a timm ``config.json`` and a model card ``README.md`` into ``out_dir``.
 
@@ -196,17 +174,14 @@ def save_weight_folder(
     pretrained_cfg_overlay=dict(file=out_dir / "model.safetensors"))``, with ``local-dir:out_dir``, and once
     uploaded with ``hf-hub:ORG/REPO`` (plain timm for the ResNets). ``extra_meta`` may carry ``preprocessing``
     (overrides), ``description``, ``recipe``/``pretraining``, ``data`` and ``metrics``; it is kept in the
-    config under ``"icmlm"`` and shown in the card. An existing weight file is never overwritten.
+    config under ``"icmlm"`` and shown in the card. The same tensors always give the same bytes (and sha256).
+    Existing files are replaced only with ``overwrite`` (see :func:`check_out_folder`).
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    from .cache import sha256_file
+    from .card import build_card
 
-    out = Path(out_dir)
-    weights = out / "model.safetensors"
-    if weights.exists():
-        raise FileExistsError(f"{weights} already exists; choose another --out folder or remove it yourself.")
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_out_folder(out_dir, overwrite=overwrite)
     meta = dict(extra_meta or {})
     manifest = load_manifest()
     info, pre, entry = _weight_meta(manifest, model_name, tag)
@@ -215,8 +190,9 @@ def save_weight_folder(
         for key in ("description", "pretraining", "license"):
             meta.setdefault(key, entry.get(key))
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
-    save_file(tensors, str(weights), metadata={"format": "pt", "model": model_name, "tag": tag or ""})
-    meta.update(model=model_name, tag=tag, sha256=sha256_file(weights), bytes=weights.stat().st_size,
+    # one metadata key only: safetensors writes its metadata map in a per-process random order
+    weights = save(tensors, metadata={"format": "pt"})
+    meta.update(model=model_name, tag=tag, sha256=hashlib.sha256(weights).hexdigest(), bytes=len(weights),
                 num_params=sum(v.numel() for k, v in tensors.items() if "num_batches_tracked" not in k))
     pretrained_cfg = dict(tag=tag, **timm_pretrained_fields(pre, vgg=info["family"] == "vgg",
                                                             license=meta.get("license"), paper=manifest.paper))
@@ -229,8 +205,10 @@ def save_weight_folder(
         pretrained_cfg=pretrained_cfg,
         icmlm=meta,
     )
-    (out / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
-    (out / "README.md").write_text(_model_card(model_name, tag, config, meta))
+    config_text = json.dumps(config, indent=2, default=str) + "\n"
+    card = build_card(model_name, tag, json.loads(config_text))
+    _write_files(out, {"model.safetensors": weights, "config.json": config_text.encode(),
+                       "README.md": str(card).encode()})
     return out
 
 
@@ -242,12 +220,16 @@ def convert_checkpoint(
         tag: str | None = None,
         trunk_key: str | None = None,
         extra_meta: dict[str, Any] | None = None,
+        overwrite: bool = False,
 ) -> tuple[Path, list[str]]:
-    """Convert an original checkpoint into a zoo weight folder; returns the folder and conversion notes."""
+    """Convert an original checkpoint into a zoo weight folder; returns the folder and conversion notes.
+
+    Files already in ``out_dir`` are refused before any work unless ``overwrite``."""
     import timm
 
     from .cache import sha256_file
 
+    check_out_folder(out_dir, overwrite=overwrite)
     model = timm.create_model(model_name, pretrained=False, num_classes=0)
     trunk = extract_trunk(load_checkpoint(checkpoint), trunk_key)
     state_dict, notes = match_to_model(trunk, model)
@@ -255,4 +237,5 @@ def convert_checkpoint(
     if "converted_from" not in meta:  # the caller may already know the source and its digest
         meta["converted_from"] = {"file": Path(checkpoint).name, "sha256": sha256_file(checkpoint)}
     meta.setdefault("conversion_notes", notes)
-    return save_weight_folder(state_dict, model_name, out_dir, tag=tag, extra_meta=meta), notes
+    return save_weight_folder(state_dict, model_name, out_dir, tag=tag, extra_meta=meta,
+                              overwrite=overwrite), notes

@@ -100,3 +100,46 @@ def test_export_file_round_trip(tmp_path):
         export_detectron2(str(weights), tmp_path / "model.pth", arch=name)
     with pytest.raises(ValueError, match="--arch"):
         export_detectron2(str(weights), tmp_path / "m.pkl")
+
+
+def test_export_refuses_to_overwrite_without_overwrite(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    from icmlm_zoo.cli import main as zoo_main
+
+    name = _register()
+    weights = tmp_path / "w.safetensors"
+    save_file(timm.create_model(name, pretrained=False, num_classes=0).state_dict(), str(weights))
+    out = tmp_path / "model.pkl"
+    out.with_suffix(".yaml").write_text("# my detectron2 settings\n")
+    args = ["export-detectron2", str(weights), str(out), "--arch", name]
+    assert zoo_main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "model.yaml" in err and "--overwrite" in err
+    assert out.with_suffix(".yaml").read_text() == "# my detectron2 settings\n" and not out.exists()
+    assert zoo_main(args + ["--overwrite"]) == 0
+    assert "PIXEL_MEAN" in out.with_suffix(".yaml").read_text()
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        export_detectron2(str(weights), out, arch=name)
+
+
+def test_export_converts_an_original_naver_checkpoint(tmp_path, capsys):
+    from icmlm_zoo.cli import main as zoo_main
+
+    name = _register()
+    torch.manual_seed(2)
+    ref = timm.create_model(name, pretrained=False, num_classes=0).state_dict()
+    naver = {"cnn": {f"module.{k}": v for k, v in ref.items()}, "fc": {"weight": torch.randn(8, 4)}, "epoch": 5}
+    ckpt = tmp_path / "icmlm-attfc.pth"
+    torch.save(naver, ckpt)
+    out = tmp_path / "naver.pkl"
+    assert zoo_main(["export-detectron2", str(ckpt), str(out), "--arch", name]) == 0
+    with open(out, "rb") as f:
+        back = detectron2_to_timm(pickle.load(f))
+    assert set(back) == set(ref) and all(torch.equal(back[k], ref[k]) for k in ref)
+    assert 'FORMAT: "RGB"' in out.with_suffix(".yaml").read_text()
+    # without an architecture: one line saying what to pass
+    capsys.readouterr()
+    assert zoo_main(["export-detectron2", str(ckpt), str(tmp_path / "x.pkl")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--arch" in err

@@ -145,3 +145,22 @@ def test_cli_convert_writes_loadable_folder(tmp_path, capsys):
     assert_same_weights(timm.create_model(f"local-dir:{out}", pretrained=True), sd)
     # never clobbers an existing folder
     assert zoo_main(["convert", str(ckpt), "--model", "icmlm_resnet_tiny", "--out", str(out)]) == 1
+
+
+def test_cli_convert_never_overwrites_user_files_without_overwrite(tmp_path, capsys):
+    sd = tiny_state_dict(seed=8)
+    ckpt = _save(naver_checkpoint(sd), tmp_path / "c.pth")
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "README.md").write_text("my own notes about this folder\n")
+    (out / "config.json").write_text('{"mine": true}\n')
+    args = ["convert", str(ckpt), "--model", "icmlm_resnet_tiny", "--out", str(out)]
+    assert zoo_main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "README.md" in err and "config.json" in err and "--overwrite" in err
+    assert (out / "README.md").read_text() == "my own notes about this folder\n"
+    assert (out / "config.json").read_text() == '{"mine": true}\n'
+    assert not (out / "model.safetensors").exists()
+
+    assert zoo_main(args + ["--overwrite"]) == 0
+    assert_same_weights(timm.create_model(f"local-dir:{out}", pretrained=True), sd)

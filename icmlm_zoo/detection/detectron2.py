@@ -15,6 +15,7 @@ backbone's mean/std multiplied by 255 (written next to the pickle as a config sn
 from __future__ import annotations
 
 import argparse
+import os
 import pickle
 import re
 from pathlib import Path
@@ -125,41 +126,93 @@ def config_snippet(mean: tuple[float, ...], std: tuple[float, ...], depth: int, 
     return "\n".join(lines) + "\n"
 
 
-def export_detectron2(model_or_path: str, out_pkl: str | Path, *, arch: str | None = None) -> Path:
+_ORIGINAL_SUFFIXES = (".pth", ".pt", ".bin", ".tar")
+
+
+def _convert_original(path: Path, arch: str | None) -> tuple[dict[str, torch.Tensor], Any]:
+    """A plain or original (NAVER) torch checkpoint -> (timm state dict, data config), via icmlm_zoo.convert."""
+    import timm
+
+    from icmlm_zoo.convert import extract_trunk, load_checkpoint, match_to_model
+    from icmlm_zoo.evaluation.model_loading import _read_config
+
+    cfg_arch, model_args = _read_config(path.parent)
+    if not (arch or cfg_arch):
+        raise ValueError(f"cannot tell the architecture of {path}: pass --arch NAME (e.g. icmlm_resnet50)")
+    model = timm.create_model(arch or cfg_arch, pretrained=False, num_classes=0, **({} if arch else model_args))
+    state, _ = match_to_model(extract_trunk(load_checkpoint(path)), model)
+    return state, timm.data.resolve_model_data_config(model)
+
+
+def check_outputs(out_pkl: str | Path, *, overwrite: bool = False) -> Path:
+    """``out_pkl`` as a Path after checking it is a ``.pkl`` and that neither it nor its ``.yaml`` exists
+    (unless ``overwrite``)."""
+    out = Path(out_pkl)
+    if out.suffix != ".pkl":
+        raise ValueError(f"{out}: detectron2 reads its own format from a .pkl file; name the output *.pkl")
+    existing = [str(p) for p in (out, out.with_suffix(".yaml")) if p.exists() or p.is_symlink()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{' and '.join(existing)} already exist(s); nothing was written. Choose another "
+                              f"output name, or pass --overwrite to replace them.")
+    return out
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def export_detectron2(model_or_path: str, out_pkl: str | Path, *, arch: str | None = None,
+                      overwrite: bool = False) -> Path:
     """Write ``out_pkl`` (detectron2 format) for a ResNet backbone, plus ``<out>.yaml`` with the settings.
 
     ``model_or_path`` is anything :func:`icmlm_zoo.evaluation.model_loading.load_backbone` accepts: a timm
     name (``icmlm_resnet50.attfc_coco``), a weight file/folder (``arch`` names the architecture when there is
-    no ``config.json``), or a training run folder.
+    no ``config.json``), or a training run folder; a ``.pth``/``.pt`` file may also be an original NAVER
+    checkpoint (converted on the way, as ``icmlm-zoo convert`` does). Existing outputs are replaced only with
+    ``overwrite``.
     """
     from icmlm_zoo.evaluation.model_loading import load_backbone
 
-    out = Path(out_pkl)
-    if out.suffix != ".pkl":
-        raise ValueError(f"{out}: detectron2 reads its own format from a .pkl file; name the output *.pkl")
-    loaded = load_backbone(model_or_path, arch=arch)
-    state = loaded.model.state_dict()
+    out = check_outputs(out_pkl, overwrite=overwrite)
+    path = Path(model_or_path).expanduser()
+    if path.is_file() and path.suffix in _ORIGINAL_SUFFIXES:
+        state, data_config = _convert_original(path, arch)
+        mean, std = tuple(data_config["mean"]), tuple(data_config["std"])
+    else:
+        try:
+            loaded = load_backbone(model_or_path, arch=arch)
+        except RuntimeError as e:  # torch's strict-load error: keys of another layout
+            raise ValueError(f"{model_or_path} does not load into {arch or 'its architecture'} "
+                             f"({str(e).splitlines()[0]}). If it is an original NAVER checkpoint, convert it "
+                             f"first: icmlm-zoo convert FILE --model ARCH --out DIR, then export DIR.") from None
+        state, mean, std = loaded.model.state_dict(), loaded.mean, loaded.std
     model = timm_to_detectron2(state)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".pkl.tmp")
-    with open(tmp, "wb") as f:
-        pickle.dump({"model": model, "__author__": AUTHOR, "matching_heuristics": True}, f)
-    tmp.replace(out)
-    out.with_suffix(".yaml").write_text(
-        config_snippet(loaded.mean, loaded.std, resnet_depth(state), str(out.resolve())))
+    _write_atomic(out, pickle.dumps({"model": model, "__author__": AUTHOR, "matching_heuristics": True}))
+    _write_atomic(out.with_suffix(".yaml"),
+                  config_snippet(mean, std, resnet_depth(state), str(out.resolve())).encode())
     return out
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``icmlm-zoo export-detectron2``; call :func:`run_from_args` with the parsed result."""
-    parser.add_argument("model", help="timm name (icmlm_resnet50.attfc_coco), weight file/folder or run folder")
+    parser.add_argument("model", help="timm name (icmlm_resnet50.attfc_coco), weight file/folder, run folder or an "
+                                      "original NAVER .pth checkpoint (converted on the way; needs --arch)")
     parser.add_argument("out", help="output .pkl (a .yaml with PIXEL_MEAN/STD, INPUT.FORMAT is written beside it)")
-    parser.add_argument("--arch", default=None, help="architecture of a bare weight file, e.g. icmlm_resnet50")
+    parser.add_argument("--arch", default=None,
+                        help="architecture of a bare weight file or an original checkpoint, e.g. icmlm_resnet50 "
+                             "(default: from the config.json beside it)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing .pkl/.yaml (default: refuse)")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
     """Run the export for parsed :func:`add_arguments` arguments; prints where the files went."""
-    out = export_detectron2(args.model, args.out, arch=args.arch)
+    out = export_detectron2(args.model, args.out, arch=args.arch, overwrite=args.overwrite)
     print(f"wrote {out} ({AUTHOR}, matching_heuristics=True) and {out.with_suffix('.yaml')}")
     print("detectron2 expects RGB input here: INPUT.FORMAT 'RGB', PIXEL_MEAN/STD from the .yaml (x255)")
     return 0
