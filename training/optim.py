@@ -8,16 +8,26 @@ import torch
 __all__ = ["build_optimizer", "build_scheduler", "lr_factor"]
 
 
+PARTS = ("backbone", "fusion", "mlm_head", "tp")
+
+
 def build_optimizer(model: torch.nn.Module, o: dict) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
+    """AdamW over the trainable parameters: no weight decay on biases, norms and position/type embeddings; the
+    learning rate of each part (``backbone``, ``fusion``, ``mlm_head``, ``tp``) is ``optim.lr`` times its
+    ``optim.lr_mult`` entry (the schedule scales every group alike)."""
+    mult = {**dict.fromkeys(PARTS, 1.0), **(o.get("lr_mult") or {})}
+    groups: dict[tuple[str, bool], list] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim <= 1 or "pos." in name or "type_emb" in name else decay).append(p)
-    groups = [{"params": decay, "weight_decay": o["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
+        part = name.split(".", 1)[0]
+        decays = not (p.ndim <= 1 or "pos." in name or "type_emb" in name)
+        groups.setdefault((part if part in mult else "backbone", decays), []).append(p)
+    params = [p for ps in groups.values() for p in ps]
     from .speed import optimizer_kwargs
-    kw = optimizer_kwargs(o.get("impl", "auto"), decay + no_decay)
-    return torch.optim.AdamW(groups, lr=o["lr"], betas=tuple(o["betas"]), **kw)
+    kw = optimizer_kwargs(o.get("impl", "auto"), params)
+    return torch.optim.AdamW([{"params": ps, "lr": o["lr"] * mult[part], "weight_decay": o["weight_decay"] if d else 0.0}
+                              for (part, d), ps in groups.items()], lr=o["lr"], betas=tuple(o["betas"]), **kw)
 
 
 def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:

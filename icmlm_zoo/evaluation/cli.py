@@ -21,7 +21,9 @@ from icmlm_zoo.errors import IcmlmZooError
 # optional modules each command needs, checked before any model is loaded: (extra, modules)
 NEEDS = {"voc07": [("eval", ["sklearn"])], "linear": [], "compare": [("eval", ["sklearn", "matplotlib"])],
          "probes": [("eval", ["sklearn", "matplotlib"])], "pointing": [("train", ["transformers", "yaml"])],
-         "attention": [("train", ["transformers", "yaml"]), ("eval", ["matplotlib"])]}
+         "attention": [("train", ["transformers", "yaml"]), ("eval", ["matplotlib"])],
+         "grounding": [("train", ["transformers", "yaml"])],
+         "fidelity": [("train", ["transformers", "yaml", "spacy"]), ("eval", ["sklearn"])]}
 
 
 def resolve_device(device: str) -> str:
@@ -114,6 +116,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--topk", type=int, default=5, help="predicted words listed per [MASK]")
     p.add_argument("--out", default="eval_results/attention", help="folder for the PNGs and the JSON")
 
+    p = add("grounding", "does a run's masked-word head read the image? visual-word top-1, binding and pointing on "
+            "held-out scenes, each next to the same with shuffled images and to chance; needs the [train] extra")
+    p.add_argument("--run", required=True, help="icmlm-train run folder (trained on the embedded scenes)")
+    p.add_argument("--checkpoint", default="last", help="'last', a step number or a checkpoint file")
+    p.add_argument("--num-scenes", type=int, default=400, help="held-out generated scenes")
+    p.add_argument("--seed", type=int, default=0, help="seed of the scenes and of the masked words")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N")
+    p.add_argument("--out", default="eval_results/grounding", help="folder for grounding.json and grounding.md")
+
+    p = add("fidelity", "the fidelity experiment: trains TP, ICMLM att-fc/tfm (+TP) and att-fc without TP on the "
+            "embedded scenes over several seeds and scores their frozen backbones and heads; needs [train,eval]")
+    p.add_argument("--out", required=True, help="folder for the runs, fidelity.json and fidelity.md (resumable)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds of every variant")
+    p.add_argument("--quick", action="store_true", help="a smoke run with a tiny budget (not a result)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides for every variant")
+
     return parser
 
 
@@ -182,6 +200,22 @@ def _dispatch(args: argparse.Namespace) -> int:
         for m, fig in zip(result["masks"], result["figures"]):
             words = ", ".join(f"{t} {p:.2f}" for t, p in zip(m["topk_tokens"], m["topk_probs"]))
             print(f"{fig}: {words}")
+        return 0
+    elif args.command == "grounding":
+        from .grounding import markdown as grounding_md
+        from .grounding import run_grounding
+
+        result = {"run": args.run, **run_grounding(args.run, num_scenes=args.num_scenes, seed=args.seed,
+                                                   checkpoint=args.checkpoint, device=args.device)}
+        table = grounding_md(result)
+        js, md = write_results(args.out, "grounding", result, table)
+    elif args.command == "fidelity":
+        from .fidelity import markdown as fidelity_md
+        from .fidelity import run_fidelity
+
+        result = run_fidelity(args.out, seeds=args.seeds, quick=args.quick, overrides=args.set)
+        print(fidelity_md(result))
+        print(f"wrote {Path(args.out) / 'fidelity.json'} and {Path(args.out) / 'fidelity.md'}")
         return 0
     else:  # pragma: no cover - argparse restricts the choices
         raise ValueError(f"unknown command {args.command}")

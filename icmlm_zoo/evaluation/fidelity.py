@@ -1,0 +1,195 @@
+"""The fidelity experiment: does ICMLM pretraining give the backbone what tag prediction alone does not?
+
+``python -m icmlm_zoo.evaluation.fidelity --out DIR [--quick]`` (also ``icmlm-eval fidelity``) trains, on the
+embedded scenes with the demo preset's budget and the same seeds, TP_postag, ICMLM att-fc + TP, ICMLM tfm + TP
+and ICMLM att-fc without TP; then scores every frozen backbone, a randomly initialised one and a feature-less
+guesser with the probes of :mod:`~icmlm_zoo.evaluation.scene_probes` (presence, count, binding, relation) and
+the runs' masked-word heads with :mod:`~icmlm_zoo.evaluation.grounding` (visual-word top-1 with real and with
+shuffled images, binding of masked colours, pointing). Writes ``DIR/fidelity.json`` and ``DIR/fidelity.md``
+(mean ± std over seeds). Runs already finished in ``DIR`` are reused, so an interrupted experiment resumes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = ["VARIANTS", "run_fidelity", "markdown", "main"]
+
+VARIANTS: dict[str, list[str]] = {
+    "TP_postag": ["model.heads=[tp]"],
+    "ICMLM att-fc + TP": ["model.heads=[attfc,tp]"],
+    "ICMLM tfm + TP": ["model.heads=[tfm,tp]"],
+    "ICMLM att-fc (no TP)": ["model.heads=[attfc]"],
+}
+QUICK = ["train.max_steps=6", "train.batch_size=4", "data.synthetic.num_images=64", "data.synthetic.val_images=8",
+         "run.ckpt_every=1000", "eval.max_batches=2", "model.attfc.hidden=64", "model.tfm.ff=64",
+         "model.tfm.layers=1"]
+PROBE_COLUMNS = [("presence_mAP", "presence mAP"), ("count_acc", "count"), ("binding_acc", "binding"),
+                 ("relation_acc", "relation")]
+MLM_COLUMNS = [("visual_top1", "visual-word top-1"), ("visual_top1_shuffled", "… shuffled images"),
+               ("binding_top1", "masked binding"), ("pointing", "pointing")]
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
+
+
+def _train(run_dir: Path, overrides: Sequence[str], tags_file: Path) -> None:
+    from icmlm_zoo.training.cli import main as train_main
+
+    if (run_dir / "summary.json").is_file():
+        return
+    args = ["--preset", "demo", "--out", str(run_dir), "--set", "run.progress=false", "run.export.model=null",
+            "run.export.tag=null", "tags.source=file", f"tags.file={tags_file}", *overrides]
+    if run_dir.exists():
+        args.append("--resume")
+    if train_main(args) != 0:
+        raise RuntimeError(f"training {run_dir} failed (see the messages above)")
+
+
+def _mine_tags(out: Path, overrides: Sequence[str], min_count: int | None = None) -> Path:
+    """One tag vocabulary for every run (mined from the demo's training captions as the demo does)."""
+    from icmlm_zoo.training.config import load_config
+    from icmlm_zoo.training.data.synthetic import SyntheticScenes
+    from icmlm_zoo.training.tags import mine_tags, write_tags
+
+    path = out / "tags.txt"
+    if not path.is_file():
+        cfg = load_config("demo", None, list(overrides))
+        s, t = cfg["data"]["synthetic"], cfg["tags"]
+        scenes = SyntheticScenes(s["num_images"], s["image_size"], s["seed"])
+        caps = [scenes.caption(i) for i in range(min(len(scenes), t["max_captions"]))]
+        write_tags(mine_tags(caps, pos=t["pos"], min_count=min_count or t["min_count"], top_k=t["top_k"]), path,
+                   source=f"mined from {len(caps)} demo training captions")
+    return path
+
+
+def _probe_sets(num_train: int, num_test: int, image_size: int, seed: int):
+    from .scene_probes import scene_targets
+    from .synthetic_probes import held_out_scenes
+
+    train, test = held_out_scenes(num_train, num_test, image_size, seed)
+    return (train, scene_targets(train)), (test, scene_targets(test))
+
+
+def _score_backbone(model, sets, image_size: int, mean, std, seed: int) -> dict[str, float]:
+    from .scene_probes import backbone_features, probe_scores
+
+    (train, ttr), (test, tte) = sets
+    return probe_scores(backbone_features(model, train, image_size, mean, std), ttr,
+                        backbone_features(model, test, image_size, mean, std), tte, seed=seed)
+
+
+def run_fidelity(out_dir: str | Path, *, seeds: Sequence[int] = (0, 1, 2), quick: bool = False,
+                 overrides: Sequence[str] = (), num_train: int = 1500, num_test: int = 600,
+                 grounding_scenes: int = 400) -> dict[str, Any]:
+    """Train every variant for every seed (or reuse finished runs) and score them; returns the JSON result."""
+    import torch
+
+    from icmlm_zoo.training.backbones import create_backbone
+    from icmlm_zoo.training.config import load_config
+    from icmlm_zoo.training.inference import load_run
+
+    from .grounding import run_grounding
+    from .scene_probes import probe_chance
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    base = (QUICK if quick else []) + list(overrides)
+    if quick:
+        num_train, num_test, grounding_scenes = 80, 40, 16
+    cfg = load_config("demo", None, base)
+    size, backbone = int(cfg["data"]["image_size"]), cfg["model"]["backbone"]
+    tags = _mine_tags(out, base, min_count=2 if quick else None)  # the quick mode has 64 captions
+    sets = _probe_sets(num_train, num_test, size, seed=0)
+    t0 = time.time()
+    rows: dict[str, list[dict[str, float]]] = {}
+    for name, variant in VARIANTS.items():
+        for seed in seeds:
+            run_dir = out / "runs" / f"{_slug(name)}-s{seed}"
+            _train(run_dir, [*base, *variant, f"run.seed={seed}"], tags)
+            run = load_run(run_dir)
+            mean, std = _default_norm(run.backbone_name)
+            res = _score_backbone(run.model.backbone, sets, size, mean, std, seed)
+            if run.model.fusion_kind is not None:
+                g = run_grounding(str(run_dir), num_scenes=grounding_scenes, seed=seed)
+                res.update({k: v for k, v in g.items() if isinstance(v, float)})
+            rows.setdefault(name, []).append(res)
+    for seed in seeds:
+        torch.manual_seed(seed)
+        model = create_backbone(backbone)
+        mean, std = _default_norm(backbone)
+        rows.setdefault("random init", []).append(_score_backbone(model, sets, size, mean, std, seed))
+    chance = probe_chance(sets[0][1], sets[1][1])
+    mlm_chance = {k: v for k, v in rows["ICMLM att-fc + TP"][0].items()
+                  if k in ("visual_chance", "binding_chance", "binding_bag_of_colors", "pointing_chance")}
+    result = {"seeds": list(seeds), "quick": quick, "overrides": base, "image_size": size, "backbone": backbone,
+              "probe_scenes": {"train": num_train, "test": num_test, "seeds": [sets[0][0].seed, sets[1][0].seed]},
+              "grounding_scenes": grounding_scenes, "rows": {k: _mean_std(v) for k, v in rows.items()},
+              "per_seed": rows, "chance": {**chance, **mlm_chance}, "seconds": round(time.time() - t0, 1)}
+    (out / "fidelity.json").write_text(json.dumps(result, indent=2))
+    (out / "fidelity.md").write_text(markdown(result))
+    return result
+
+
+def _default_norm(backbone: str):
+    from icmlm_zoo.training.data.transforms import backbone_norm
+
+    n = backbone_norm(backbone)
+    return n["mean"], n["std"]
+
+
+def _mean_std(values: list[dict[str, float]]) -> dict[str, list[float]]:
+    keys = sorted({k for v in values for k in v})
+    return {k: [float(np.mean([v[k] for v in values if k in v])), float(np.std([v[k] for v in values if k in v]))]
+            for k in keys}
+
+
+def _cell(ms: list[float] | None, pct: bool = True) -> str:
+    if ms is None or ms[0] != ms[0]:
+        return "–"
+    f = 100.0 if pct else 1.0
+    return f"{f * ms[0]:.1f} ± {f * ms[1]:.1f}"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The fidelity table (percentages, mean ± std over seeds) with random-init and chance rows."""
+    cols = PROBE_COLUMNS + MLM_COLUMNS
+    lines = [f"# Fidelity on held-out scenes ({len(result['seeds'])} seeds, {result['backbone']}, "
+             f"{result['image_size']} px{', QUICK smoke run' if result['quick'] else ''})", "",
+             "| pretraining | " + " | ".join(c for _, c in cols) + " |", "|---|" + "---:|" * len(cols)]
+    for name, row in result["rows"].items():
+        lines.append(f"| {name} | " + " | ".join(_cell(row.get(k)) for k, _ in cols) + " |")
+    ch = result["chance"]
+    chance = [f"{100 * ch[k]:.1f}" if ch.get(k) is not None else "–" for k, _ in cols]
+    lines.append("| *chance* | " + " | ".join(chance) + " |")
+    if ch.get("binding_bag_of_colors") is not None:
+        lines.append(f"\nMasked binding: a model that only knows which colours are present scores about "
+                     f"{100 * ch['binding_bag_of_colors']:.1f}.")
+    lines += ["", f"Frozen-backbone probes: {result['probe_scenes']['train']} / {result['probe_scenes']['test']} "
+              f"held-out scenes (seeds {result['probe_scenes']['seeds']}); masked-word columns: "
+              f"{result['grounding_scenes']} held-out scenes per run. {result['seconds']:.0f} s in all."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="icmlm-eval fidelity", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", required=True, help="folder for the runs, fidelity.json and fidelity.md")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds of every variant")
+    p.add_argument("--quick", action="store_true", help="a minute-long smoke run (tiny budget; not a result)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="config overrides applied to every variant (e.g. train.max_steps=1200)")
+    a = p.parse_args(argv)
+    res = run_fidelity(a.out, seeds=a.seeds, quick=a.quick, overrides=a.set)
+    print(markdown(res))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

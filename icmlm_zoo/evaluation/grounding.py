@@ -1,0 +1,170 @@
+"""Does a run's masked-word head read the image? Grounding probes on held-out scenes, each with its control.
+
+Three measures, every one next to the same measure with the images shuffled across the batch (each caption is
+paired with another scene's image: what the text alone gives) and next to its blind chance:
+
+* **visual words**: in each held-out caption one attribute word (colour, shape or size) of one object is
+  masked, every occurrence of it; top-1 over the whole vocabulary must be that word. Blind chance is the
+  average of 1/|class| (1/6, 1/4, 1/2).
+* **binding**: in scenes with 2-3 objects of distinct colours, *every* colour word is masked; each mask must get
+  the colour of the object its phrase names ("the [MASK] circle on the left and the [MASK] square ..."). A
+  model that only knows which colours are present (a bag of colours) gets about 1/(number of objects); blind
+  chance is 1/6.
+* **pointing**: for the visual-word masks whose word names exactly one object, the arg-max cell of the mask's
+  attention must fall inside that object's box; chance is the share of cells inside it.
+
+Scenes, objects and masked words are a pure function of the seed, so every run is scored on the same items.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+__all__ = ["ATTRIBUTES", "visual_word_items", "binding_items", "grounding_scores", "run_grounding", "markdown"]
+
+ATTRIBUTES = ("color", "shape", "size")
+Predict = Callable[[list, list[str]], list[dict[str, Any]]]
+
+
+def _mask_all(caption: str, word: str) -> str:
+    return re.sub(rf"\b{re.escape(word)}\b", "[MASK]", caption)
+
+
+def visual_word_items(scenes, seed: int = 0) -> list[dict[str, Any]]:
+    """One item per scene: an object's colour, shape or size word (one its caption names) masked at every
+    occurrence; its first mask is scored."""
+    items = []
+    for i in range(len(scenes)):
+        s = scenes.scene(i)
+        rng = np.random.default_rng([seed, i, 31])
+        obj = s["objects"][int(rng.integers(len(s["objects"])))]
+        said = [c for c in ATTRIBUTES if re.search(rf"\b{obj[c]}\b", s["caption"])]  # captions may omit size
+        cls = said[int(rng.integers(len(said)))]
+        word = obj[cls]
+        owners = [o for o in s["objects"] if o[cls] == word]
+        masked = _mask_all(s["caption"], word)
+        items.append({"scene": i, "image": s["image"], "caption": masked, "cls": cls,
+                      "targets": [word] * masked.count("[MASK]"), "box": obj["box"] if len(owners) == 1 else None,
+                      "n_objects": len(s["objects"])})
+    return items
+
+
+def binding_items(scenes) -> list[dict[str, Any]]:
+    """Scenes with 2-3 objects of distinct colours, every colour word masked; targets in caption order."""
+    items = []
+    for i in range(len(scenes)):
+        s = scenes.scene(i)
+        colors = [o["color"] for o in s["objects"]]
+        if len(colors) < 2 or len(set(colors)) != len(colors):
+            continue
+        found = sorted((m.start(), m.group(0)) for c in colors for m in re.finditer(rf"\b{c}\b", s["caption"]))
+        if len(found) != len(colors):
+            continue
+        cap = s["caption"]
+        for c in colors:
+            cap = _mask_all(cap, c)
+        items.append({"scene": i, "image": s["image"], "caption": cap, "targets": [w for _, w in found],
+                      "n_objects": len(colors)})
+    return items
+
+
+def _peak_in_box(att, image_size: tuple[int, int], box: Sequence[float]) -> tuple[bool, float]:
+    from .pointing_game import _inside, chance_hit_rate, peak_point
+
+    a = np.asarray(att.detach().float().cpu() if hasattr(att, "detach") else att, dtype=np.float64)
+    x, y = peak_point(a, image_size)
+    return _inside(x, y, box, 0.0), chance_hit_rate(a.shape, image_size, box, 0.0)
+
+
+def _predict_all(predict: Predict, items: list[dict], batch_size: int, shuffled: bool) -> list[dict]:
+    """Predictions per item; ``shuffled`` pairs each caption with the next item's image (a derangement)."""
+    outs = []
+    images = [it["image"] for it in items]
+    if shuffled and len(images) > 1:
+        images = images[1:] + images[:1]
+    for start in range(0, len(items), batch_size):
+        chunk = items[start:start + batch_size]
+        outs += predict(images[start:start + len(chunk)], [it["caption"] for it in chunk])
+    return outs
+
+
+def _hits(items: list[dict], outs: list[dict]) -> list[list[bool]]:
+    res = []
+    for it, out in zip(items, outs):
+        masks = out.get("masks") or []
+        if len(masks) != len(it["targets"]):
+            raise ValueError(f"caption {it['caption']!r}: {len(masks)} masks predicted, {len(it['targets'])} expected")
+        res.append([str(m["topk_tokens"][0]).strip().lower() == t for m, t in zip(masks, it["targets"])])
+    return res
+
+
+def grounding_scores(predict: Predict, scenes, *, seed: int = 0, batch_size: int = 32) -> dict[str, float]:
+    """Visual-word top-1 (overall, per class, in multi-object scenes), binding top-1 and the pointing game,
+    each with the images shuffled, and the chance levels (see the module docstring). ``predict(images,
+    captions)`` returns ``icmlm_zoo.training.inference.predict_masked``-style outputs."""
+    vis = visual_word_items(scenes, seed)
+    bind = binding_items(scenes)
+    res: dict[str, float] = {}
+    sizes = {"color": 6, "shape": 4, "size": 2}
+    res["visual_chance"] = float(np.mean([1.0 / sizes[it["cls"]] for it in vis]))
+    for shuffled in (False, True):
+        sfx = "_shuffled" if shuffled else ""
+        outs = _predict_all(predict, vis, batch_size, shuffled)
+        hits = [h[0] for h in _hits(vis, outs)]  # the first occurrence of the masked word
+        res[f"visual_top1{sfx}"] = float(np.mean(hits))
+        for cls in ATTRIBUTES:
+            sel = [h for h, it in zip(hits, vis) if it["cls"] == cls]
+            res[f"{cls}_top1{sfx}"] = float(np.mean(sel)) if sel else float("nan")
+        multi = [h for h, it in zip(hits, vis) if it["n_objects"] > 1]
+        res[f"visual_top1_multi{sfx}"] = float(np.mean(multi)) if multi else float("nan")
+        pts = [(_peak_in_box(o["masks"][0]["attention"], it["image"].size, it["box"]))
+               for it, o in zip(vis, outs) if it["box"] is not None and o["masks"][0].get("attention") is not None]
+        res[f"pointing{sfx}"] = float(np.mean([p[0] for p in pts])) if pts else float("nan")
+        if not shuffled:
+            res["pointing_chance"] = float(np.mean([p[1] for p in pts])) if pts else float("nan")
+        if bind:
+            bh = _hits(bind, _predict_all(predict, bind, batch_size, shuffled))
+            res[f"binding_top1{sfx}"] = float(np.mean([h for row in bh for h in row]))
+    res["image_use_gap"] = res["visual_top1"] - res["visual_top1_shuffled"]
+    if bind:
+        res["binding_chance"] = 1.0 / 6
+        res["binding_bag_of_colors"] = float(np.mean([1.0 / it["n_objects"] for it in bind for _ in it["targets"]]))
+    res.update(n_visual=len(vis), n_binding=sum(len(it["targets"]) for it in bind))
+    return res
+
+
+def run_grounding(run_dir: str, *, num_scenes: int = 400, seed: int = 0, checkpoint: str = "last",
+                  batch_size: int = 32, device: str = "cpu") -> dict[str, Any]:
+    """:func:`grounding_scores` of an ``icmlm-train`` run folder on held-out scenes at the run's input size."""
+    from icmlm_zoo.training.inference import load_run
+
+    from .pointing_game import run_predictor
+    from .synthetic_probes import held_out_scenes
+
+    run = load_run(run_dir, checkpoint=checkpoint, device=device)
+    if run.model.fusion_kind is None:
+        return {"step": run.step, "note": "no masked-word head (TP only)"}
+    _, test = held_out_scenes(1, num_scenes, int(run.config["data"]["image_size"]), seed)
+    return {"step": run.step, **grounding_scores(run_predictor(run), test, seed=seed, batch_size=batch_size)}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The grounding scores of one run as a table: each measure with the images, shuffled, and chance."""
+    if "visual_top1" not in result:
+        return f"# Grounding — `{result.get('run', '')}`\n\n{result.get('note', 'no scores')}\n"
+    pct = lambda k: f"{100 * result[k]:.1f}" if isinstance(result.get(k), float) else "–"  # noqa: E731
+    rows = [("visual-word top-1", "visual_top1", "visual_top1_shuffled", "visual_chance"),
+            ("… colour words", "color_top1", "color_top1_shuffled", None),
+            ("… shape words", "shape_top1", "shape_top1_shuffled", None),
+            ("… size words", "size_top1", "size_top1_shuffled", None),
+            ("… in 2-3 object scenes", "visual_top1_multi", "visual_top1_multi_shuffled", None),
+            ("binding (every colour masked)", "binding_top1", "binding_top1_shuffled", "binding_chance"),
+            ("pointing", "pointing", "pointing_shuffled", "pointing_chance")]
+    lines = [f"# Grounding — `{result.get('run', '')}` (step {result.get('step')})", "",
+             "| measure (%) | real images | shuffled images | chance |", "|---|---:|---:|---:|"]
+    lines += [f"| {name} | {pct(a)} | {pct(b)} | {pct(c) if c else '–'} |" for name, a, b, c in rows]
+    lines += ["", f"Image-use gap (visual-word top-1, real − shuffled): {100 * result['image_use_gap']:+.1f} points. "
+              f"A bag of colours scores about {pct('binding_bag_of_colors')} on binding."]
+    return "\n".join(lines) + "\n"
