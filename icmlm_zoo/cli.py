@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "Upload model.safetensors, config.json and README.md of DIR (nothing else; a folder holding\n"
                 "symlinks or dotfiles is refused) to a Hub repo, private unless --public. The manifest entry\n"
                 "(revision, sha256, bytes) is printed and written to --manifest; the folder is not modified.")
-    p.add_argument("dir", help="weight folder written by `icmlm-zoo convert` or `icmlm-train export`")
+    p.add_argument("dir", help="weight folder written by icmlm-zoo convert or icmlm-train export")
     p.add_argument("--repo", required=True, help="ORG/NAME on the Hub")
     p.add_argument("--model", default=None, help="model name to record (default: from the folder's config.json)")
     p.add_argument("--tag", default=None, help="tag to record (default: from the folder's config.json)")
