@@ -69,7 +69,7 @@ def _draw(ax, metrics: dict, series: list[tuple[str, str]], ylabel: str) -> bool
 
 def plot_metrics(metrics: dict, out: str | Path, *, title: str = "") -> Path:
     """Draw loss, accuracies and (when logged) the image-use gap side by side into the PNG ``out``."""
-    require_extras("training-curve plots", ["train"], ["matplotlib"])
+    require_extras("the training-curve plot", ["train"], ["matplotlib"])
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
