@@ -11,14 +11,14 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from .manifest import load_manifest
 
     manifest = load_manifest()
-    rows = [("name", "status", "pretraining", "metrics")]
+    rows = [("name", "status", "integrity", "pretraining", "metrics")]
     for e in manifest.entries():
         if args.status and e.status != args.status:
             continue
         metrics = ", ".join(f"{m['name']}={m['value']}" for m in e.raw.get("metrics") or []) or "-"
         default = " (default)" if e.tag == manifest.default_tag(e.model) else ""
-        rows.append((e.name + default, e.status, e.raw["pretraining"].get("method", "-"), metrics))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        rows.append((e.name + default, e.status, e.integrity, e.raw["pretraining"].get("method", "-"), metrics))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
     return 0
@@ -35,7 +35,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     manifest = load_manifest()
     model, tag = _split(args.name)
     entry = manifest.entry(model, tag)
-    out = dict(entry.raw, model_info=manifest.models[model], timm_data_config={
+    out = dict(entry.raw, integrity=entry.integrity, model_info=manifest.models[model], timm_data_config={
         "input_size": entry.preprocessing["input_size"], "mean": entry.preprocessing["mean"],
         "std": entry.preprocessing["std"], "crop_pct": entry.preprocessing["crop_pct"],
         "interpolation": entry.preprocessing["interpolation"]})
@@ -45,13 +45,14 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 def _cmd_download(args: argparse.Namespace) -> int:
     from .manifest import load_manifest
-    from .pretrained import fetch_weights
+    from .pretrained import fetch_weights, integrity_report
 
     manifest = load_manifest()
     model, tag = _split(args.name)
     entry = manifest.entry(model, tag)
     path = fetch_weights(entry, manifest)
-    print(f"{entry.name}: verified weights at {path}")
+    print(f"{entry.name}: {integrity_report(entry)}")
+    print(f"{entry.name}: weights at {path}")
     return 0
 
 

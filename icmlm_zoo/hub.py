@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from .cache import forget_stamp, verified_sha256
-from .errors import IcmlmZooError, WeightsIntegrityError
+from .errors import IcmlmZooError, WeightsIntegrityError, not_cached_error
 from .manifest import WeightEntry
 
 HUB_ENDPOINT_ENV = "ICMLM_ZOO_HUB_ENDPOINT"
@@ -39,13 +39,26 @@ def _delete_cached(path: Path) -> None:
             pass
 
 
+def _http_errors() -> tuple[type[BaseException], ...]:
+    """The transport errors of the HTTP client huggingface_hub uses (httpx2, httpx or requests by release)."""
+    errors = []
+    for module in ("httpx2", "httpx", "requests"):
+        try:
+            mod = __import__(module)
+        except ImportError:
+            continue
+        errors.append(getattr(mod, "HTTPError", None) or getattr(mod, "RequestException"))
+    return tuple(errors)
+
+
 def download_verified(entry: WeightEntry, cache_dir: str | Path | None = None) -> Path:
     """Download (or find in the cache) a published weight file and check its sha256 against the manifest.
 
     A mismatch deletes the cached file, so that the next call downloads it again, and raises.
     """
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+    from huggingface_hub.errors import (EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError,
+                                        RevisionNotFoundError)
 
     from . import __version__
 
@@ -63,14 +76,16 @@ def download_verified(entry: WeightEntry, cache_dir: str | Path | None = None) -
             library_version=__version__,
         ))
     except LocalEntryNotFoundError as e:
-        raise IcmlmZooError(
-            f"{entry.name}: {where} is neither in the cache nor reachable (offline, or no network). Prefetch it "
-            f"while online with `icmlm-zoo download {entry.name}`, or load a local copy with "
-            f"pretrained_cfg_overlay=dict(file=...).") from e
-    except (RepositoryNotFoundError, EntryNotFoundError) as e:
+        raise not_cached_error(entry.name, where) from e
+    except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as e:
         raise IcmlmZooError(
             f"{entry.name}: {where} is not on the Hub ({type(e).__name__}). If you use a mirror "
             f"({HUB_ORG_ENV}/{HUB_ENDPOINT_ENV}/HF_ENDPOINT), check that it holds this repo.") from e
+    except (OSError, *_http_errors()) as e:  # interrupted body, size mismatch, refused connection, HTTP 5xx
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise IcmlmZooError(
+            f"{entry.name}: downloading {where} failed ({type(e).__name__}: {reason}). Nothing incomplete was "
+            f"kept in the cache; run the same command again to retry. If it keeps failing, check the network or the endpoint ({endpoint or 'HF_ENDPOINT / huggingface.co'}).") from e
     expected = entry.hub["sha256"]
     actual = verified_sha256(path)
     if actual != expected:

@@ -17,6 +17,8 @@ MANIFEST_ENV = "ICMLM_ZOO_MANIFEST"
 SHIPPED_MANIFEST = Path(__file__).with_name("weights_manifest.json")
 
 STATUSES = ("published", "convertible", "recipe")
+PIN_ON_FIRST_USE = "pin-on-first-use"  # source.integrity of a source with no published sha256
+UNVERIFIED_LABEL = "unverified (no published hash)"
 PREPROCESSING_KEYS = ("input_size", "mean", "std", "crop_pct", "interpolation")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
@@ -72,6 +74,16 @@ class WeightEntry:
     @property
     def preprocessing(self) -> dict[str, Any]:
         return self.raw["preprocessing"]
+
+    @property
+    def integrity(self) -> str:
+        """How the bytes are checked: "verified (published sha256)", "unverified (no published hash)", or "-"
+        for a recipe (nothing to load)."""
+        if self.status == "published":
+            return "verified (published sha256)"
+        if self.status == "convertible" and self.source:
+            return "verified (published sha256)" if self.source.get("sha256") else UNVERIFIED_LABEL
+        return "-"
 
     @property
     def is_default(self) -> bool:
@@ -189,9 +201,17 @@ def _check_source(where: str, source: Any, errors: list[str]) -> None:
     if not isinstance(source, dict) or not str(source.get("url", "")).startswith(("http://", "https://")):
         errors.append(f"{where}: a convertible weight needs source.url (http/https)")
         return
-    sha = source.get("sha256")
-    if sha is not None and not _SHA256.match(str(sha)):
-        errors.append(f"{where}: source.sha256 must be null (unknown) or 64 lowercase hex digits")
+    sha, integrity = source.get("sha256"), source.get("integrity")
+    if sha is None and integrity != PIN_ON_FIRST_USE:
+        errors.append(f"{where}: source.sha256 is null, so the entry must say so explicitly with "
+                      f"\"integrity\": \"{PIN_ON_FIRST_USE}\" (no published hash: the first download's digest is "
+                      f"pinned), or record the published sha256")
+    elif sha is not None and not _SHA256.match(str(sha)):
+        errors.append(f"{where}: source.sha256 must be 64 lowercase hex digits (or null with "
+                      f"\"integrity\": \"{PIN_ON_FIRST_USE}\")")
+    elif sha is not None and integrity is not None:
+        errors.append(f"{where}: source.integrity {integrity!r} contradicts the published source.sha256; "
+                      f"drop source.integrity")
 
 
 def _check_entry(i: int, raw: Any, models: dict[str, Any], errors: list[str]) -> None:

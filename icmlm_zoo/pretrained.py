@@ -44,6 +44,22 @@ def fetch_weights(entry: WeightEntry, manifest: Manifest | None = None, cache_di
     raise _not_available(manifest or load_manifest(), entry)
 
 
+def integrity_report(entry: WeightEntry) -> str:
+    """What was checked for the weights of ``entry`` just fetched: "verified" only against a published hash."""
+    if entry.status == "published":
+        return f"verified: sha256 {entry.hub['sha256']} matches the manifest's published hash"
+    if entry.status == "convertible":
+        from .original import expected_source_sha256
+
+        digest, how = expected_source_sha256(entry)
+        checked = "; the converted weights match the digest recorded at conversion"
+        if how == "published":
+            return f"verified: the original's sha256 {digest} matches the manifest's published hash{checked}"
+        pinned = f"pinned on first use to sha256 {digest}" if digest else "not pinned (the cache is not writable)"
+        return f"{entry.integrity}: the original is {pinned}, not checked against any published hash{checked}"
+    return f"status '{entry.status}': nothing to check"
+
+
 def resolve_pretrained(
         variant: str,
         pretrained: bool,

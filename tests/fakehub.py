@@ -9,6 +9,13 @@ Implemented: ``HEAD|GET /{repo}/resolve/{rev}/{path}`` (``X-Repo-Commit``, ``ETa
 ``GET /api/models/{repo}[/revision/{rev}]``, ``GET /api/models/{repo}/tree/{rev}[/{path}]``,
 ``POST /api/repos/create``, ``POST /api/validate-yaml``, ``POST /api/models/{repo}/preupload/{rev}`` (every file
 "regular") and ``POST /api/models/{repo}/commit/{rev}`` (ndjson, base64 files).
+
+Faults (a per-test switch, ``with hub.fault("close", at=1000, match="model.safetensors"): ...``) apply to file
+bodies, Hub (``/resolve/``) and static alike: ``close`` sends the full ``Content-Length`` but drops the connection
+once byte ``at`` of the file is reached (a resumed ``Range`` request from ``at`` on gets nothing: the server never
+gets further); ``truncate`` serves only the first ``at`` bytes as if that were the whole file (consistent
+``Content-Length`` on GET, while HEAD still describes the whole file); ``change`` serves ``data`` instead of the stored bytes; ``no_length`` sends no
+``Content-Length`` and closes after byte ``at`` (a plain HTTP/1.0-style body whose end cannot be checked).
 """
 from __future__ import annotations
 
@@ -16,7 +23,9 @@ import base64
 import hashlib
 import json
 import re
+import socket
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlparse
@@ -37,6 +46,23 @@ class Repo:
         return None
 
 
+@dataclass
+class Fault:
+    """How file bodies are served wrong: ``kind`` in close/truncate/change/no_length (see the module doc)."""
+
+    kind: str
+    at: int = 0
+    data: bytes | None = None
+    match: str = ""
+    hits: int = 0
+
+    def applies(self, path: str) -> bool:
+        return self.match in path
+
+
+FAULT_KINDS = ("close", "truncate", "change", "no_length")
+
+
 class FakeHub:
     """In-memory repos plus static files behind a threaded HTTP server on 127.0.0.1."""
 
@@ -44,6 +70,7 @@ class FakeHub:
         self.repos: dict[str, Repo] = {}
         self.static: dict[str, bytes] = {}
         self.requests: list[tuple[str, str]] = []
+        self.active_fault: Fault | None = None
         self._counter = 0
         handler = type("Handler", (_Handler,), {"hub": self})
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -64,6 +91,17 @@ class FakeHub:
         sha = hashlib.sha1(f"{repo_id}:{self._counter}".encode() + "".join(sorted(base)).encode()).hexdigest()
         repo.commits.append((sha, base))
         return sha
+
+    @contextmanager
+    def fault(self, kind: str, at: int = 0, data: bytes | None = None, match: str = ""):
+        """Serve file bodies whose path contains ``match`` wrong (``kind``) inside the block; yields the Fault."""
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"fault kind must be one of {FAULT_KINDS}, got {kind!r}")
+        self.active_fault = Fault(kind, at, data, match)
+        try:
+            yield self.active_fault
+        finally:
+            self.active_fault = None
 
     def tamper(self, repo_id: str, path: str, data: bytes) -> None:
         """Change a file's bytes in place at every commit (a Hub that serves other bytes than it did)."""
@@ -98,6 +136,52 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(404, body, {"X-Error-Code": code, "X-Error-Message": message,
                                "Content-Type": "application/json"}, head=head)
 
+    @staticmethod
+    def _faulty_data(fault: Fault, data: bytes) -> bytes:
+        if fault.kind == "truncate":
+            return data[:fault.at]
+        if fault.kind == "change":
+            return fault.data if fault.data is not None else bytes(len(data))
+        return data
+
+    def _send_file(self, path: str, data: bytes, headers: dict, head: bool, etag: bool = False) -> None:
+        """A file body (with Range support), served wrong when a fault applies to ``path``."""
+        fault = self.hub.active_fault
+        if fault and not fault.applies(path):
+            fault = None
+        if fault and not head:
+            fault.hits += 1
+        if fault and fault.kind == "change":
+            data = self._faulty_data(fault, data)
+        if etag:  # the Hub's ETag of a regular file: its content hash
+            headers["ETag"] = f'"{hashlib.sha256(data).hexdigest()}"'
+        if fault and fault.kind == "truncate" and not head:  # HEAD still describes the whole file
+            data = self._faulty_data(fault, data)
+        start, status = 0, 200
+        rng = self.headers.get("Range")
+        if rng and not head:
+            start = int(re.match(r"bytes=(\d+)-", rng).group(1))
+            headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+            status = 206
+        body = data[start:]
+        if head or not fault or fault.kind not in ("close", "no_length"):
+            headers["Content-Length"] = str(len(body))
+            return self._send(status, body, headers, head=head)
+        self.send_response(status)
+        if fault.kind == "close":
+            headers["Content-Length"] = str(len(body))
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body[:max(fault.at - start, 0)])
+        self.wfile.flush()
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
     def _body(self) -> bytes:
         n = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(n) if n else b""
@@ -127,7 +211,7 @@ class _Handler(BaseHTTPRequestHandler):
             data = self.hub.static.get(path[len("/static/"):])
             if data is None:
                 return self._send(404, b"not found", head=head)
-            return self._send(200, data, {"Content-Type": "application/octet-stream"}, head=head)
+            return self._send_file(path, data, {"Content-Type": "application/octet-stream"}, head)
         m = re.match(r"^/api/models/([^/]+/[^/]+)/tree/([^/]+)(?:/(.*))?$", path)
         if m:
             resolved = self._repo_rev(m.group(1), m.group(2), head)
@@ -156,17 +240,8 @@ class _Handler(BaseHTTPRequestHandler):
             data = files.get(unquote(m.group(3)))
             if data is None:
                 return self._error("EntryNotFound", f"{m.group(3)} does not exist at {sha}", head)
-            etag = f'"{hashlib.sha256(data).hexdigest()}"'
-            headers = {"X-Repo-Commit": sha, "ETag": etag, "Content-Type": "application/octet-stream",
-                       "Accept-Ranges": "bytes"}
-            rng = self.headers.get("Range")
-            if rng and not head:
-                start = int(re.match(r"bytes=(\d+)-", rng).group(1))
-                part = data[start:]
-                headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
-                return self._send(206, part, headers)
-            headers["Content-Length"] = str(len(data))
-            return self._send(200, data, headers, head=head)
+            headers = {"X-Repo-Commit": sha, "Content-Type": "application/octet-stream", "Accept-Ranges": "bytes"}
+            return self._send_file(path, data, headers, head, etag=True)
         return self._send(404, b"unknown route", head=head)
 
     # -- POST -----------------------------------------------------------------------------------------------

@@ -53,12 +53,15 @@ def published_entry(model: str, tag: str, repo: str, revision: str, data: bytes)
 
 
 def convertible_entry(model: str, tag: str, url: str, sha256: str | None) -> dict:
+    """A convertible entry; ``sha256=None`` gives a source with no published hash (pinned on first use)."""
+    source = {"url": url, "sha256": sha256, "format": "naver_icmlm", "trunk_key": "cnn"}
+    if sha256 is None:
+        source["integrity"] = "pin-on-first-use"
     return {
         "model": model, "tag": tag, "status": "convertible", "description": "test original checkpoint",
         "pretraining": {"method": "ICMLM_att-fc", "dataset": "synthetic", "preset": "demo"},
         "preprocessing": PRE, "license": "unknown", "hub": None, "metrics": [],
-        "source": {"url": url, "sha256": sha256, "format": "naver_icmlm", "trunk_key": "cnn"},
-        "converter": "naver_icmlm",
+        "source": source, "converter": "naver_icmlm",
     }
 
 
