@@ -110,3 +110,22 @@ def test_every_occurrence_of_the_chosen_word_is_masked(text_side):
     for seed in range(10):
         got = short("a dog and a cat chase the dog", np.random.default_rng(seed))
         assert got.masked_words == ["cat"] and tok.convert_tokens_to_ids("cat") not in got.input_ids
+
+
+def test_together_pos_masks_every_tag_word_of_the_chosen_part_of_speech(text_side):
+    """masking.together=pos: "a [MASK] circle and a [MASK] square" — naming the other colour would let the
+    model answer by elimination ("the colour present that the caption does not name") instead of binding."""
+    tok = text_side.tokenizer
+    groups = {"red": "ADJ", "blue": "ADJ", "small": "ADJ", "circle": "NOUN", "square": "NOUN"}
+    masker = CaptionMasker(tok, list(groups), max_length=40, groups=groups)
+    seen = set()
+    for seed in range(20):
+        m = masker("a small red circle and a blue square", np.random.default_rng(seed))
+        assert set(m.masked_words) in ({"small", "red", "blue"}, {"circle", "square"})
+        seen.add(tuple(m.masked_words))
+        for w in m.masked_words:
+            assert tok.convert_tokens_to_ids(w) not in m.input_ids
+    assert len(seen) == 2
+    plain = CaptionMasker(tok, list(groups), max_length=40)
+    assert all(len(plain("a small red circle and a blue square", np.random.default_rng(s)).masked_words) == 1
+               for s in range(5))

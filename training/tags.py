@@ -104,6 +104,16 @@ def load_tags(path: str | Path) -> list[str]:
     return list(seen)
 
 
+def load_tag_pos(path: str | Path) -> dict[str, str]:
+    """``word -> part of speech`` from a tag file's third column ("" where a line has none)."""
+    out: dict[str, str] = {}
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            cols = line.split("\t")
+            out.setdefault(cols[0].strip().lower(), cols[2].strip() if len(cols) > 2 else "")
+    return out
+
+
 def read_captions(path: str | Path) -> Iterator[str]:
     """Captions from a COCO captions JSON, a JSONL/CSV pairs file, VG region descriptions or plain text."""
     path = Path(path)
