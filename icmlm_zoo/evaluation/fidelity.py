@@ -6,7 +6,8 @@ and ICMLM att-fc without TP; then scores every frozen backbone, a randomly initi
 guesser with the probes of :mod:`~icmlm_zoo.evaluation.scene_probes` (presence, count, binding, relation) and
 the runs' masked-word heads with :mod:`~icmlm_zoo.evaluation.grounding` (visual-word top-1 with real and with
 shuffled images, binding of masked colours, pointing). Writes ``DIR/fidelity.json`` and ``DIR/fidelity.md``
-(mean ± std over seeds). Runs already finished in ``DIR`` are reused, so an interrupted experiment resumes.
+(mean ± std over seeds). Runs and scores already in ``DIR`` are reused, so an interrupted experiment resumes
+and several processes (e.g. one per ``--seeds`` subset) can fill one folder before a last call writes the table.
 """
 from __future__ import annotations
 
@@ -113,12 +114,17 @@ def run_fidelity(out_dir: str | Path, *, seeds: Sequence[int] = (0, 1, 2), quick
         for seed in seeds:
             run_dir = out / "runs" / f"{_slug(name)}-s{seed}"
             _train(run_dir, [*base, *variant, f"run.seed={seed}"], tags)
-            run = load_run(run_dir)
-            mean, std = _default_norm(run.backbone_name)
-            res = _score_backbone(run.model.backbone, sets, size, mean, std, seed)
-            if run.model.fusion_kind is not None:
-                g = run_grounding(str(run_dir), num_scenes=grounding_scenes, seed=seed)
-                res.update({k: v for k, v in g.items() if isinstance(v, float)})
+            scores = run_dir / "fidelity_scores.json"  # scored once: a rerun (or a parallel one) reuses it
+            if scores.is_file():
+                res = json.loads(scores.read_text())
+            else:
+                run = load_run(run_dir)
+                mean, std = _default_norm(run.backbone_name)
+                res = _score_backbone(run.model.backbone, sets, size, mean, std, seed)
+                if run.model.fusion_kind is not None:
+                    g = run_grounding(str(run_dir), num_scenes=grounding_scenes, seed=seed)
+                    res.update({k: v for k, v in g.items() if isinstance(v, float)})
+                scores.write_text(json.dumps(res, indent=2))
             rows.setdefault(name, []).append(res)
     for seed in seeds:
         torch.manual_seed(seed)
