@@ -1,9 +1,9 @@
-"""Config: presets parse and build their model; unknown keys are errors naming the valid keys."""
+"""Config: presets parse and build their model; unknown keys and bad values are errors naming the key."""
 from __future__ import annotations
 
 import pytest
 
-from train_fixtures import text_side  # noqa: F401
+from train_fixtures import tag_file, text_side  # noqa: F401
 
 from icmlm_zoo.training.config import ConfigError, list_presets, load_config, load_preset
 
@@ -67,3 +67,56 @@ def test_cli_reports_config_errors(capsys):
     assert "valid keys" in capsys.readouterr().err
     assert main(["--preset", "demo", "--print-config", "optim.lr=0.5"]) == 0
     assert "lr: 0.5" in capsys.readouterr().out
+
+
+def _shape(d: dict) -> dict:
+    return {k: _shape(v) if isinstance(v, dict) else None for k, v in d.items()}
+
+
+def test_every_key_has_a_declared_type_and_its_default_passes():
+    from icmlm_zoo.training.config import DEFAULTS, SCHEMA, validate
+    assert _shape(SCHEMA) == _shape(DEFAULTS)
+    import copy
+    assert validate(copy.deepcopy(DEFAULTS)) == DEFAULTS
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.batch_size=abc", r"train.batch_size='abc' is not valid: expected an integer >= 1"),
+    ("train.batch_size=0", r"train.batch_size=0 is not valid: expected an integer >= 1"),
+    ("optim.betas=abc", r"optim.betas='abc' is not valid: expected a list of 2 values, each a number in \[0, 1\)"),
+    ("optim.betas=[0.9, 1.5]", r"optim.betas=\[0.9, 1.5\] is not valid"),
+    ("optim.lr=-1", r"optim.lr=-1 is not valid: expected a number > 0"),
+    ("optim.lr=.nan", r"optim.lr=nan is not valid: expected a number > 0"),
+    ("run.progress=maybe", r"run.progress='maybe' is not valid: expected true or false"),
+    ("data.pairs.file=3", r"data.pairs.file=3 is not valid: expected a non-empty text or null"),
+    ("train.max_nonfinite_steps=0", r"train.max_nonfinite_steps=0 is not valid: expected an integer >= 1"),
+    ("model.heads=[]", r"model.heads=\[\] is not valid: expected a list of 1 to 3 values"),
+])
+def test_bad_values_name_the_key_and_the_expected_type(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("demo", overrides=[override])
+
+
+def test_bad_value_in_a_config_file_is_named(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("train:\n  batch_size: 8.5\n")
+    with pytest.raises(ConfigError, match=r"train.batch_size=8.5 is not valid: expected an integer >= 1"):
+        load_config(config_file=f)
+    f.write_text("train:\n  max_steps: 1e4\n")  # YAML reads 1e4 as a number: an integral value is accepted
+    assert load_config(config_file=f)["train"]["max_steps"] == 10000
+
+
+def test_refused_run_leaves_nothing_and_a_rerun_works(tmp_path, capsys, tag_file, text_side):
+    from train_fixtures import tiny_args
+
+    from icmlm_zoo.training.cli import main
+    run = tmp_path / "run"
+    assert main(tiny_args(tag_file, "--out", str(run), "--set", "train.batch_size=abc")) == 2
+    assert "train.batch_size" in capsys.readouterr().err and not run.exists()
+    # a failure while starting (after tags.txt was copied): the folder is left as it was found
+    assert main(tiny_args(tag_file, "--out", str(run), "--set", "model.backbone=no_such_net")) == 1
+    assert "Traceback" not in capsys.readouterr().err and not run.exists()
+    run.mkdir()
+    assert main(tiny_args(tag_file, "--out", str(run), "--set", "model.backbone=no_such_net")) == 1
+    assert run.is_dir() and list(run.iterdir()) == []
+    assert main(tiny_args(tag_file, "--out", str(run), steps=2)) == 0

@@ -40,8 +40,12 @@ def export_run(run_dir: str | Path, model_name: str | None, tag: str, out_dir: s
     model_name = model_name or cfg["model"]["backbone"]
     ensure_registered(model_name)
     path = ckpt.resolve_checkpoint(run_dir, checkpoint)
-    state = ckpt.load_checkpoint(path)
+    state = ckpt.load_checkpoint(path)  # refuses damaged checkpoints and NaN/Inf weights
     sd = backbone_state_dict(state["model"])
+    bad = ckpt.nonfinite_tensors(sd)
+    if bad:  # nothing is written: no NaN model.safetensors
+        raise ValueError(f"{path} holds non-finite (NaN/Inf) backbone weights ({', '.join(bad[:3])}); export "
+                         f"refused: choose an earlier checkpoint with --checkpoint STEP")
     probe = timm.create_model(model_name, pretrained=False, num_classes=0)
     missing, unexpected = probe.load_state_dict(sd, strict=False)
     if missing or unexpected:

@@ -27,7 +27,8 @@ from .model import ICMLM, build_model
 from .optim import build_optimizer, build_scheduler
 from .speed import resolve_retain_memory, retain_freed_memory
 
-__all__ = ["DataFailureError", "RunFolderError", "prepare_run_dir", "resolve_tags", "build_pipeline", "train",
+__all__ = ["DataFailureError", "RunFolderError", "NonFiniteError", "NoProgressError", "prepare_run_dir",
+           "resolve_tags", "build_pipeline", "train",
            "evaluate"]
 
 log = logging.getLogger("icmlm-train")
@@ -41,6 +42,14 @@ class RunFolderError(RuntimeError):
     """The run folder cannot be used (it exists and --resume was not given, ...)."""
 
 
+class NonFiniteError(RuntimeError):
+    """Too many optimizer steps in a row had a NaN/Inf loss or gradient."""
+
+
+class NoProgressError(RuntimeError):
+    """Too many samples in a row gave no optimizer step (all skipped or failed)."""
+
+
 def _say(msg: str, info: DistInfo) -> None:
     if is_main(info):
         try:
@@ -51,8 +60,8 @@ def _say(msg: str, info: DistInfo) -> None:
 
 
 def prepare_run_dir(out: str | Path | None, name: str, resume: bool, info: DistInfo) -> tuple[Path, bool]:
-    """Choose/create the run folder. Returns (folder, resuming). An existing non-empty folder without
-    ``--resume`` is refused; ``--resume`` on a folder without checkpoints starts a new run there."""
+    """Choose the run folder (:func:`train` creates it). Returns (folder, resuming). An existing non-empty folder
+    without ``--resume`` is refused; ``--resume`` on a folder without checkpoints starts a new run there."""
     if out is None:
         if resume:
             raise RunFolderError("--resume needs --out RUN_DIR (the run folder to continue)")
@@ -70,11 +79,82 @@ def prepare_run_dir(out: str | Path | None, name: str, resume: bool, info: DistI
         raise RunFolderError(f"run folder {run_dir} exists and is not empty; continue it with --resume "
                              "or choose another --out (nothing is overwritten)")
     # a new run, or --resume of a run killed before its first checkpoint (started over in place)
+    return run_dir, False
+
+
+def _open_run_dir(run_dir: Path, info: DistInfo) -> set[Path] | None:
+    """Create the run folder; return what it held before (None: it did not exist), for :func:`_undo_setup`."""
+    before = set(run_dir.iterdir()) if run_dir.is_dir() else None
     barrier(info)
     if is_main(info):
         run_dir.mkdir(parents=True, exist_ok=True)
+        stale = ckpt.remove_stale_temps(run_dir / "checkpoints")
+        if stale:
+            _say(f"removed {len(stale)} temporary file(s) left by an interrupted checkpoint write: "
+                 f"{', '.join(p.name for p in stale)}", info)
     barrier(info)
-    return run_dir, False
+    return before
+
+
+def _undo_setup(run_dir: Path, before: set[Path] | None, info: DistInfo) -> None:
+    """A run refused during set-up leaves the folder as it found it (removes only what this start created)."""
+    import shutil
+    if not is_main(info) or not run_dir.is_dir():
+        return
+    for p in set(run_dir.iterdir()) - (before or set()):
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+    if before is None and not any(run_dir.iterdir()):
+        run_dir.rmdir()
+
+
+class _Guards:
+    """Stops a run that cannot progress: NaN/Inf steps (skipped and counted; too many in a row stop the run)
+    and samples that never give an optimizer step (e.g. no caption holds a tag word)."""
+
+    def __init__(self, cfg: dict, info: DistInfo, counters: Counter) -> None:
+        t = cfg["train"]
+        self.info, self.counters, self.max_bad = info, counters, t["max_nonfinite_steps"]
+        per_step = t["batch_size"] * info.world_size * cfg["optim"]["accum_steps"]
+        self.max_idle = max(t["max_idle_samples"], 2 * per_step)
+        self.bad_loss, self.bad_in_row, self.seen_at_step = False, 0, counters["seen"]
+
+    def skip_step(self, grad_norm: torch.Tensor | None, step: int, lr: float, run_dir: Path) -> bool:
+        """True when this optimizer step must be skipped (non-finite loss or gradient on any rank)."""
+        bad = self.bad_loss or (grad_norm is not None and not math.isfinite(float(grad_norm)))
+        self.bad_loss = False
+        if all_reduce_sum([float(bad)], self.info)[0] == 0:
+            return False
+        self.counters["nonfinite_steps"] += 1
+        self.bad_in_row += 1
+        if is_main(self.info) and self.bad_in_row == 1:
+            log.warning("non-finite (NaN/Inf) loss or gradient at step %d (lr %.3g): step skipped, weights unchanged",
+                        step + 1, lr)
+        if self.bad_in_row >= self.max_bad:
+            good = ckpt.list_checkpoints(run_dir / "checkpoints")
+            raise NonFiniteError(
+                f"{self.bad_in_row} optimizer steps in a row had a non-finite (NaN/Inf) loss or gradient "
+                f"(train.max_nonfinite_steps={self.max_bad}; from step {step + 1}, lr {lr:.3g}); stopped without "
+                f"writing a checkpoint. Last checkpoint: {good[-1] if good else 'none'}. Lower optim.lr, set "
+                f"optim.grad_clip, or check the data")
+        return True
+
+    def stepped(self) -> None:
+        self.bad_in_row, self.seen_at_step = 0, self.counters["seen"]
+
+    def check_progress(self, tags: list[str] | None) -> None:
+        """Raise :class:`NoProgressError` once ``max_idle`` samples in a row gave no optimizer step."""
+        c = self.counters
+        idle = c["seen"] - self.seen_at_step
+        if idle < self.max_idle:
+            return
+        skipped = {k[8:]: v for k, v in c.items() if k.startswith("skipped_")}
+        failed = {k[7:]: v for k, v in c.items() if k.startswith("failed_")}
+        hint = (f"no caption has a word of the {len(tags or [])}-word tag vocabulary (RUN/tags.txt); check tags.file or "
+                "set masking.no_tag=random_word" if skipped.get("no_tag") else "check the data")
+        raise NoProgressError(
+            f"no optimizer step in the last {idle} samples (limit train.max_idle_samples={self.max_idle}); "
+            f"of {c['seen']} samples read so far {c['skipped']} were skipped {skipped or ''} and {c['failed']} "
+            f"failed to load {failed or ''}: {hint}")
 
 
 def resolve_tags(cfg: dict, run_dir: Path, source, info: DistInfo) -> list[str] | None:
@@ -229,17 +309,26 @@ def train(cfg: dict, run_dir: Path, info: DistInfo, *, resume: bool = False, tex
     random.seed(seed + info.rank)
     np.random.seed(seed + info.rank)
     torch.manual_seed(seed + info.rank)
-    device = info.device
-    stop_after = cfg["run"]["stop_after"]
-    if resolve_retain_memory(cfg["run"]["retain_memory"], device.type):
+    if resolve_retain_memory(cfg["run"]["retain_memory"], info.device.type):
         retain_freed_memory(True)  # before the DataLoader workers fork
+    before = _open_run_dir(run_dir, info)
+    try:
+        setup = _setup(cfg, run_dir, info, resume, text)
+    except BaseException:
+        if not resume:  # a refused start leaves --out as it was (a rerun is not blocked by tags.txt, ...)
+            _undo_setup(run_dir, before, info)
+        raise
+    return _loop(cfg, run_dir, info, **setup)
+
+
+def _setup(cfg: dict, run_dir: Path, info: DistInfo, resume: bool, text) -> dict[str, Any]:
+    """Pipeline, optimizer, resumed state and logger; nothing here has trained yet."""
+    device = info.device
     pipe = build_pipeline(cfg, run_dir, info, text=text)
     model: ICMLM = pipe["model"].to(device)
-    train_loader, position = pipe["train"]
-    tok = pipe["text"].tokenizer if pipe["text"] else None
     o, t = cfg["optim"], cfg["train"]
     accum = o["accum_steps"]
-    steps_per_epoch = max(1, position.batches_per_epoch() // accum)
+    steps_per_epoch = max(1, pipe["train"][1].batches_per_epoch() // accum)
     total = int(t["max_steps"] or t["epochs"] * steps_per_epoch)
     opt = build_optimizer(model, o)
     sched = build_scheduler(opt, total, o)
@@ -247,8 +336,8 @@ def train(cfg: dict, run_dir: Path, info: DistInfo, *, resume: bool = False, tex
     step, epoch, batch_in_epoch = 0, 0, 0
     counters: Counter = Counter()
     if resume:
-        path = ckpt.resolve_checkpoint(run_dir)
-        st = ckpt.load_checkpoint(path)
+        path, st = ckpt.load_newest_good(run_dir / "checkpoints", warn=lambda m: is_main(info) and log.warning(m),
+                                         set_aside=is_main(info))
         model.load_trainable_state_dict(st["model"])
         opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["scheduler"])
@@ -266,7 +355,23 @@ def train(cfg: dict, run_dir: Path, info: DistInfo, *, resume: bool = False, tex
     ddp = model
     if info.enabled:
         ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    logger = MetricsLogger(run_dir, enabled=is_main(info), tensorboard=cfg["run"]["tensorboard"])
+    logger = MetricsLogger(run_dir, enabled=is_main(info), tensorboard=cfg["run"]["tensorboard"], resume_step=step)
+    return dict(pipe=pipe, model=model, ddp=ddp, opt=opt, sched=sched, scaler=scaler, logger=logger, total=total,
+                steps_per_epoch=steps_per_epoch, state=(step, epoch, batch_in_epoch), counters=counters)
+
+
+def _loop(cfg: dict, run_dir: Path, info: DistInfo, *, pipe: dict, model: ICMLM, ddp, opt, sched, scaler,
+          logger: MetricsLogger, total: int, steps_per_epoch: int, state: tuple[int, int, int],
+          counters: Counter) -> dict[str, Any]:
+    """The training loop proper, from ``state`` = (step, epoch, batch in epoch) to ``total`` steps."""
+    device = info.device
+    step, epoch, batch_in_epoch = state
+    resume = step > 0
+    stop_after = cfg["run"]["stop_after"]
+    train_loader, position = pipe["train"]
+    tok = pipe["text"].tokenizer if pipe["text"] else None
+    o, t = cfg["optim"], cfg["train"]
+    accum = o["accum_steps"]
 
     def save() -> Path | None:
         rng_all = gather_objects(ckpt.rng_state(), info)
@@ -289,6 +394,8 @@ def train(cfg: dict, run_dir: Path, info: DistInfo, *, resume: bool = False, tex
     model.train()
     micro = 0
     r = cfg["run"]
+    params = [p for p in model.parameters() if p.requires_grad]
+    guard = _Guards(cfg, info, counters)
     _say(f"run folder {run_dir}: {total} steps ({steps_per_epoch}/epoch), batch {t['batch_size']}x{info.world_size}"
          f"x{accum}, heads {cfg['model']['heads']}, backbone {cfg['model']['backbone']}, device {device}", info)
     while step < total and not stopped:
@@ -313,6 +420,8 @@ def train(cfg: dict, run_dir: Path, info: DistInfo, *, resume: bool = False, tex
             counters["truncated"] += int(flags[4])
             for k, v in batch["errors"].items():
                 counters[f"failed_{k}"] += v
+            for k, v in batch["skipped"].items():
+                counters[f"skipped_{k}"] += v
             if batch["error_details"] and is_main(info) and counters["failed"] <= 5:
                 log.warning("skipped bad sample(s): %s", "; ".join(batch["error_details"]))
             if counters["seen"] >= r["failure_min_samples"] and counters["failed"] > r["max_failure_rate"] * counters["seen"]:
@@ -321,6 +430,7 @@ def train(cfg: dict, run_dir: Path, info: DistInfo, *, resume: bool = False, tex
                     f"{counters['failed']} of {counters['seen']} samples failed to load "
                     f"({counters['failed'] / counters['seen']:.1%} > run.max_failure_rate={r['max_failure_rate']}); "
                     f"by reason: {reasons}. Fix the data or raise run.max_failure_rate.")
+            guard.check_progress(pipe["tags"])
             if flags[0] > 0:
                 continue  # some rank has nothing usable in this batch: every rank skips it
             micro += 1
@@ -333,27 +443,44 @@ def train(cfg: dict, run_dir: Path, info: DistInfo, *, resume: bool = False, tex
                               batch.get("labels"), batch.get("tp"))
                 loss = out["loss"]
                 scaler.scale(loss / accum).backward()
-            window["loss"] += float(loss.detach())
-            window["n_loss"] += 1
-            window["images"] += batch["n"]
-            for k in ("mlm_loss", "tp_loss"):
-                if k in out:
-                    window[k] += float(out[k].detach())
-            if "logits" in out:
-                t1, t5 = _topk(out["logits"].detach(), out["targets"])
-                window["top1"] += t1
-                window["top5"] += t5
-                window["masked"] += len(out["targets"])
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                guard.bad_loss = True
+                if not boundary:
+                    continue
+            else:
+                window["loss"] += loss_value
+                window["n_loss"] += 1
+                window["images"] += batch["n"]
+                for k in ("mlm_loss", "tp_loss"):
+                    if k in out:
+                        window[k] += float(out[k].detach())
+                if "logits" in out:
+                    t1, t5 = _topk(out["logits"].detach(), out["targets"])
+                    window["top1"] += t1
+                    window["top5"] += t5
+                    window["masked"] += len(out["targets"])
             if not boundary:
                 continue
             if o["grad_clip"]:
                 scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], o["grad_clip"])
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, o["grad_clip"])
+            elif not scaler.is_enabled():
+                grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+            else:
+                grad_norm = None  # fp16: the GradScaler skips steps with Inf/NaN gradients itself
+            if guard.skip_step(grad_norm, step, sched.get_last_lr()[0], run_dir):
+                if scaler.is_enabled():
+                    scaler.step(opt)  # skipped by the scaler (non-finite gradients); resets its state
+                    scaler.update()
+                opt.zero_grad(set_to_none=True)
+                continue
             scaler.step(opt)
             scaler.update()
             opt.zero_grad(set_to_none=True)
             sched.step()
             step += 1
+            guard.stepped()
             if bar is not None:
                 bar.update(1)
             if step % r["log_every"] == 0 or step == total or step == stop_after:
@@ -411,6 +538,8 @@ def train(cfg: dict, run_dir: Path, info: DistInfo, *, resume: bool = False, tex
     if counters["failed"] or counters["truncated"] or counters["skipped"]:
         _say(f"data: {counters['failed']} failed, {counters['skipped']} skipped (policy), {counters['truncated']} "
              f"truncated of {counters['seen']} samples", info)
+    if counters["nonfinite_steps"]:
+        _say(f"{counters['nonfinite_steps']} optimizer step(s) skipped for a NaN/Inf loss or gradient", info)
     if is_main(info):
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
         summary["curves"] = plot_run_quietly(run_dir)  # RUN/curves.png from metrics.csv (icmlm-train plot RUN)
