@@ -72,6 +72,14 @@ def plan_upload(folder: str | Path) -> UploadPlan:
                       skipped=[p.name for p in entries if p.name not in WEIGHT_FOLDER_FILES])
 
 
+def _hub_errors() -> tuple[type[BaseException], ...]:
+    """What a failed Hub call raises: HfHubHTTPError, OSError, and the HTTP client's own HTTPError (requests or
+    httpx, depending on the huggingface_hub version)."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    return (OSError, HfHubHTTPError) + tuple(b for b in HfHubHTTPError.__mro__ if b.__name__ == "HTTPError")
+
+
 def default_manifest_target() -> Path | None:
     """Where ``publish`` writes the entry when ``--manifest`` is not given: ``$ICMLM_ZOO_MANIFEST`` if set, the
     checkout's ``weights_manifest.json`` when running from a source checkout, else ``None`` (print only)."""
@@ -144,11 +152,17 @@ def publish_folder(
     echo(plan.describe(repo_id, private))
 
     api = HfApi(endpoint=endpoint, token=token, library_name="icmlm-zoo")
-    api.create_repo(repo_id, private=private, exist_ok=True)
     operations = [CommitOperationAdd(path_in_repo=n, path_or_fileobj=str(plan.folder / n))
                   for n in ("model.safetensors", "config.json")]
     operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=str(card).encode()))
-    commit = api.create_commit(repo_id, operations=operations, commit_message=commit_message)
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        commit = api.create_commit(repo_id, operations=operations, commit_message=commit_message)
+    except _hub_errors() as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise PublishError(f"Uploading to {repo_id} at {api.endpoint} failed ({first}); no manifest entry was "
+                           f"made. Check the network, --endpoint, and your token (huggingface-cli login or "
+                           f"HF_TOKEN).") from None
 
     hub = dict(repo=repo_id, revision=commit.oid, filename="model.safetensors", sha256=plan.sha256,
                bytes=plan.bytes)

@@ -181,6 +181,22 @@ def test_publish_refuses_dotfiles_and_symlinks(fake_hub, isolated_caches, monkey
     assert repo not in fake_hub.repos and not [r for r in fake_hub.requests[n:] if r[0] == "POST"]
 
 
+def test_unreachable_hub_gives_one_line(isolated_caches, monkeypatch, capsys):
+    import socket
+
+    with socket.socket() as sock:  # a loopback port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    folder = save_weight_folder(tiny_state_dict(seed=16), "icmlm_resnet_tiny", isolated_caches / "w", tag="down")
+    manifest = write_manifest(isolated_caches / "m.json", [])
+    monkeypatch.setenv("ICMLM_ZOO_MANIFEST", str(manifest))
+    before = manifest.read_bytes()
+    assert zoo_main(["publish", str(folder), "--repo", "org/down", "--endpoint", f"http://127.0.0.1:{port}"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "org/down" in err and "no manifest entry" in err
+    assert manifest.read_bytes() == before
+
+
 def test_publish_never_writes_into_an_installed_package(fake_hub, isolated_caches, monkeypatch, capsys):
     import icmlm_zoo.manifest as manifest_module
     from icmlm_zoo.manifest import SHIPPED_MANIFEST
