@@ -110,6 +110,20 @@ def test_partial_original_download_is_never_reused(original, fake_hub, kind):
     assert _gets(fake_hub, original["name"]) == n + 1, "the retry must download again"
 
 
+def test_part_files_of_killed_downloads_are_removed(original):
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a finished process: its .part file can only be a leftover
+    download_dir = original["download"].parent
+    download_dir.mkdir(parents=True)
+    stale = download_dir / f"{original['name']}.{dead.pid}.0000.part"
+    stale.write_bytes(b"half a checkpoint")
+    assert_same_weights(timm.create_model(ORIG_NAME, pretrained=True), original["sd"])
+    assert not stale.exists() and not list(download_dir.glob("*.part"))
+
+
 def test_changed_source_after_first_use_is_refused_naming_both_digests(original, fake_hub):
     timm.create_model(ORIG_NAME, pretrained=True)  # first use: pins the digest
     pin = json.loads(Path(str(original["download"]) + ".pin.json").read_text())
