@@ -18,7 +18,9 @@ def _final_state(run):
 
 def test_tiny_training_loss_goes_down(tmp_path, tag_file, text_side, capsys):
     run = tmp_path / "run"
+    # tp.reduction=mean: the loss scale this 20-step threshold was set for (the default sums TP over the tags)
     rc = main(tiny_args(tag_file, "--out", str(run), "--set", "optim.lr=3e-3", "--set", "run.keep_last=2",
+                        "--set", "model.tp.reduction=mean",
                         steps=20, size=32))
     assert rc == 0, capsys.readouterr().err
     rows = read_metrics(run)

@@ -76,6 +76,7 @@ DEFAULTS: dict[str, Any] = {
         "k": 1,                   # tag words masked per caption (all their wordpieces)
         "no_tag": "skip",         # skip | random_word: what to do with captions without a tag word
         "random_prob": 0.15,
+        "together": "none",       # none | pos: also mask the caption's other tag words of a chosen word's POS
     },
     "model": {
         "backbone": "icmlm_resnet_tiny",
@@ -245,7 +246,7 @@ SCHEMA: dict[str, Any] = {
     "tags": {"file": _PATH, "source": _c("file", "mine", "labels"), "pos": Spec("list", item=_S, length=(1, None)),
              "min_count": _i(1), "top_k": _i(1), "max_captions": _i(1)},
     "masking": {"strategy": _c("tags", "random"), "k": _i(1), "no_tag": _c("skip", "random_word"),
-                "random_prob": _f(0.0, 1.0, lo_open=True)},
+                "random_prob": _f(0.0, 1.0, lo_open=True), "together": _c("none", "pos")},
     "model": {"backbone": _S, "heads": Spec("list", item=_c("attfc", "tfm", "tp"), length=(1, 3)),
               "channels_last": _B, "logits": _c("masked", "all"), "fusion_impl": _c("fast", "reference"),
               "tp": {"hidden": _i(0), "dropout": _P, "weight": _f(0.0), "targets": _c("caption", "labels"),

@@ -17,10 +17,12 @@ import torch
 
 from . import checkpoint as ckpt
 from .config import dump
+from .attention_figure import held_out_figure_quietly
 from .curves import plot_run_quietly
 from .data import Collator, SampleBuilder, build_loader, build_source
 from .data.transforms import backbone_norm, eval_transform, train_transform
 from .distributed import DistInfo, all_reduce_sum, barrier, broadcast_object, gather_objects, is_main
+from .evaluation import autocast, eval_line, evaluate, to_device, topk_hits, visual_words_for
 from .masking import CaptionMasker
 from .metrics_log import MetricsLogger
 from .model import ICMLM, build_model
@@ -29,7 +31,7 @@ from .speed import resolve_retain_memory, retain_freed_memory
 
 __all__ = ["DataFailureError", "RunFolderError", "NonFiniteError", "NoProgressError", "prepare_run_dir",
            "resolve_tags", "build_pipeline", "train",
-           "evaluate"]
+           "run_evaluation"]
 
 log = logging.getLogger("icmlm-train")
 
@@ -196,6 +198,7 @@ def resolve_tags(cfg: dict, run_dir: Path, source, info: DistInfo) -> list[str] 
 
 def build_pipeline(cfg: dict, run_dir: Path, info: DistInfo, *, text=None):
     """Everything but the loop: text side, tags, transforms, loaders and the model."""
+    from .tags import load_tag_pos
     from .text import load_text_side
     heads = cfg["model"]["heads"]
     fusion = any(h in heads for h in ("attfc", "tfm"))
@@ -207,7 +210,8 @@ def build_pipeline(cfg: dict, run_dir: Path, info: DistInfo, *, text=None):
     if fusion:
         m = cfg["masking"]
         masker = CaptionMasker(text.tokenizer, tags, max_length=cfg["text"]["max_length"], strategy=m["strategy"],
-                               k=m["k"], no_tag=m["no_tag"], random_prob=m["random_prob"])
+                               k=m["k"], no_tag=m["no_tag"], random_prob=m["random_prob"],
+                               groups=load_tag_pos(run_dir / "tags.txt") if m["together"] == "pos" else None)
     tag_index = {w: i for i, w in enumerate(tags)} if ("tp" in heads and tags) else None
     norm = backbone_norm(cfg["model"]["backbone"])
     d = cfg["data"]
@@ -228,79 +232,13 @@ def build_pipeline(cfg: dict, run_dir: Path, info: DistInfo, *, text=None):
 
 
 def _autocast(cfg: dict, device: torch.device):
-    amp = cfg["train"]["amp"]
-    if amp == "none":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+    return autocast(cfg["train"]["amp"], device)
 
 
-def _to(batch: dict, device: torch.device) -> dict:
-    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
-
-
-def _topk(logits: torch.Tensor, targets: torch.Tensor) -> tuple[int, int]:
-    if len(targets) == 0:
-        return 0, 0
-    top = logits.topk(min(5, logits.shape[-1]), dim=-1).indices
-    return int((top[:, 0] == targets).sum()), int((top == targets[:, None]).any(-1).sum())
-
-
-@torch.no_grad()
-def evaluate(model: ICMLM, loader, cfg: dict, info: DistInfo, tokenizer=None) -> dict[str, float]:
-    """Masked-word top-1/top-5 (per masked wordpiece), losses, and for synthetic data the accuracy on the
-    visual attribute words (colour/shape/size) next to their slot-aware chance level."""
-    from .data.synthetic import COLORS, SHAPES, SIZES, WORD_CLASSES
-    was_training = model.training
-    model.eval()
-    sizes = {"color": len(COLORS), "shape": len(SHAPES), "size": len(SIZES)}
-    sums = Counter()
-    targets_seen: Counter = Counter()
-    for b, batch in enumerate(loader):
-        if b >= cfg["eval"]["max_batches"]:
-            break
-        if batch["n"] == 0:
-            continue
-        batch = _to(batch, info.device)
-        with _autocast(cfg, info.device):
-            out = model(batch["images"], batch.get("input_ids"), batch.get("attention_mask"), batch.get("labels"),
-                        batch.get("tp"))
-        sums["batches"] += 1
-        sums["loss"] += float(out["loss"])
-        if "tp_loss" in out:
-            sums["tp_loss"] += float(out["tp_loss"])
-        if "logits" in out:
-            t = out["targets"]
-            sums["mlm_loss"] += float(out["mlm_loss"])
-            t1, t5 = _topk(out["logits"], t)
-            sums["top1"] += t1
-            sums["top5"] += t5
-            sums["masked"] += len(t)
-            targets_seen.update(t.tolist())
-            if cfg["data"]["kind"] == "synthetic" and tokenizer is not None:
-                pred = out["logits"].argmax(-1)
-                for tok, p in zip(tokenizer.convert_ids_to_tokens(t.tolist()), pred.tolist()):
-                    cls = WORD_CLASSES.get(tok)
-                    if cls in sizes:
-                        sums["vis_n"] += 1
-                        sums["vis_hit"] += int(tokenizer.convert_ids_to_tokens(p) == tok)
-                        sums["vis_chance"] += 1.0 / sizes[cls]
-    keys = ["batches", "loss", "tp_loss", "mlm_loss", "top1", "top5", "masked", "vis_n", "vis_hit", "vis_chance"]
-    red = dict(zip(keys, all_reduce_sum([float(sums[k]) for k in keys], info)))
-    maj = max(targets_seen.values()) if targets_seen else 0
-    maj = sum(all_reduce_sum([float(maj)], info))  # approximate across ranks (sum of per-rank maxima)
-    res: dict[str, float] = {}
-    nb = max(1.0, red["batches"])
-    res["loss"] = red["loss"] / nb
-    if red["tp_loss"]:
-        res["tp_loss"] = red["tp_loss"] / nb
-    if red["masked"]:
-        res.update(mlm_loss=red["mlm_loss"] / nb, top1=red["top1"] / red["masked"], top5=red["top5"] / red["masked"],
-                   masked=red["masked"], majority_baseline=maj / red["masked"])
-    if red["vis_n"]:
-        res.update(visual_top1=red["vis_hit"] / red["vis_n"], visual_chance=red["vis_chance"] / red["vis_n"],
-                   visual_n=red["vis_n"])
-    model.train(was_training)
-    return res
+def run_evaluation(model: ICMLM, loader, cfg: dict, info: DistInfo, tokenizer=None) -> dict[str, float]:
+    """:func:`icmlm_zoo.training.evaluation.evaluate` with the run's settings and visual words."""
+    return evaluate(model, loader, amp=cfg["train"]["amp"], max_batches=cfg["eval"]["max_batches"], info=info,
+                    tokenizer=tokenizer, visual=visual_words_for(cfg["data"]["kind"]))
 
 
 def train(cfg: dict, run_dir: Path, info: DistInfo, *, resume: bool = False, text=None) -> dict[str, Any]:
@@ -435,7 +373,7 @@ def _loop(cfg: dict, run_dir: Path, info: DistInfo, *, pipe: dict, model: ICMLM,
                 continue  # some rank has nothing usable in this batch: every rank skips it
             micro += 1
             boundary = micro % accum == 0
-            batch = _to(batch, device)
+            batch = to_device(batch, device)
             sync = contextlib.nullcontext() if (boundary or not info.enabled) else ddp.no_sync()
             with sync:
                 with _autocast(cfg, device):
@@ -456,7 +394,7 @@ def _loop(cfg: dict, run_dir: Path, info: DistInfo, *, pipe: dict, model: ICMLM,
                     if k in out:
                         window[k] += float(out[k].detach())
                 if "logits" in out:
-                    t1, t5 = _topk(out["logits"].detach(), out["targets"])
+                    t1, t5 = topk_hits(out["logits"].detach(), out["targets"])
                     window["top1"] += t1
                     window["top5"] += t5
                     window["masked"] += len(out["targets"])
@@ -510,7 +448,7 @@ def _loop(cfg: dict, run_dir: Path, info: DistInfo, *, pipe: dict, model: ICMLM,
                 last_saved = step
             ev = cfg["eval"]["every"]
             if ev and step % ev == 0 and step != total and pipe["val"] is not None:
-                res = evaluate(model, pipe["val"][0], cfg, info, tok)
+                res = run_evaluation(model, pipe["val"][0], cfg, info, tok)
                 logger.log(step, "val", res)
             if step == stop_after:
                 stopped = True
@@ -530,10 +468,10 @@ def _loop(cfg: dict, run_dir: Path, info: DistInfo, *, pipe: dict, model: ICMLM,
     if stopped:
         _say(f"stopped after step {step} (run.stop_after); continue with --resume --out {run_dir}", info)
     elif cfg["eval"]["at_end"] and pipe["val"] is not None:
-        res = evaluate(model, pipe["val"][0], cfg, info, tok)
+        res = run_evaluation(model, pipe["val"][0], cfg, info, tok)
         logger.log(step, "val", res)
         summary["eval"] = res
-        _say(_eval_line(res), info)
+        _say(eval_line(res), info)
     logger.close()
     if counters["failed"] or counters["truncated"] or counters["skipped"]:
         _say(f"data: {counters['failed']} failed, {counters['skipped']} skipped (policy), {counters['truncated']} "
@@ -543,16 +481,7 @@ def _loop(cfg: dict, run_dir: Path, info: DistInfo, *, pipe: dict, model: ICMLM,
     if is_main(info):
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
         summary["curves"] = plot_run_quietly(run_dir)  # RUN/curves.png from metrics.csv (icmlm-train plot RUN)
+        if cfg["data"]["kind"] == "synthetic" and not stopped and model.fusion_kind is not None:
+            summary["attention_figure"] = held_out_figure_quietly(run_dir)  # RUN/attention.png
     summary["model"] = model
     return summary
-
-
-def _eval_line(res: dict[str, float]) -> str:
-    parts = [f"eval: loss {res['loss']:.4f}"]
-    if "top1" in res:
-        parts.append(f"masked-word top-1 {res['top1']:.3f}, top-5 {res['top5']:.3f} over {int(res['masked'])} "
-                     f"masked tokens (majority-word baseline {res['majority_baseline']:.3f})")
-    if "visual_top1" in res:
-        parts.append(f"colour/shape/size words top-1 {res['visual_top1']:.3f} vs slot-aware chance "
-                     f"{res['visual_chance']:.3f}")
-    return "; ".join(parts)
