@@ -35,6 +35,7 @@ def timm_pretrained_fields(preprocessing: dict[str, Any], *, vgg: bool, license:
     """The timm ``PretrainedCfg`` fields every ICMLM weight carries: preprocessing, head-less head, provenance."""
     return dict(
         input_size=tuple(preprocessing["input_size"]),
+        pool_size=tuple(int(d) // 32 for d in preprocessing["input_size"][1:]),  # every ICMLM trunk has stride 32
         mean=tuple(preprocessing["mean"]),
         std=tuple(preprocessing["std"]),
         crop_pct=preprocessing["crop_pct"],

@@ -178,3 +178,17 @@ def test_trainer_has_one_import_name():
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "icmlm_zoo.training" in out.stdout
+
+
+@pytest.mark.parametrize("name", ["icmlm_resnet50", "icmlm_resnet18", "icmlm_resnet_tiny", "icmlm_vgg16"])
+def test_pretrained_cfg_is_complete_like_timms_own(name):
+    """timm's own models carry pool_size, first_conv, classifier, ...: so do ours, and they are true."""
+    model = timm.create_model(name)
+    cfg = model.pretrained_cfg
+    for key in ("input_size", "pool_size", "crop_pct", "interpolation", "mean", "std", "first_conv", "classifier",
+                "license"):
+        assert cfg.get(key) is not None, key
+    x = torch.randn(1, *cfg["input_size"])
+    with torch.no_grad():
+        assert tuple(model.forward_features(x).shape[-2:]) == tuple(cfg["pool_size"])
+    assert isinstance(model.get_submodule(cfg["first_conv"]), torch.nn.Conv2d)
