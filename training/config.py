@@ -276,7 +276,9 @@ def _check_tree(cfg: dict, schema: dict, path: str) -> None:
         try:
             cfg[key] = spec.check(cfg.get(key))
         except _Bad:
-            raise ConfigError(f"{where}={cfg.get(key)!r} is not valid: expected {spec.describe()}") from None
+            want = spec.describe().replace("one of", "choose one of", 1) if spec.kind == "choice" else \
+                f"expected {spec.describe()}"
+            raise ConfigError(f"{where}={cfg.get(key)!r} is not valid: {want}") from None
 
 
 def validate(cfg: dict) -> dict:
