@@ -90,8 +90,13 @@ def test_export_reloads_in_timm_and_inference_api(tmp_path, tag_file, text_side,
             assert len(mk["topk_tokens"]) == 3 and mk["topk_probs"] == sorted(mk["topk_probs"], reverse=True)
             assert mk["attention"].shape == (2, 2)
             assert torch.isclose(mk["attention"].sum(), torch.tensor(1.0), atol=1e-5)
-    # export never overwrites
+    # export never overwrites, unless asked to: then it writes the same bytes again
     assert main(["export", str(run), "--tag", "unit", "--out", str(out)]) == 1
+    assert "--overwrite" in capsys.readouterr().err
+    (out / "notes.txt").write_text("mine")
+    before = (out / "model.safetensors").read_bytes()
+    assert main(["export", str(run), "--tag", "unit", "--out", str(out), "--overwrite"]) == 0
+    assert (out / "model.safetensors").read_bytes() == before and (out / "notes.txt").read_text() == "mine"
 
 
 @pytest.mark.parametrize("heads", ["[tfm, tp]", "[tp]"])

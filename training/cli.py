@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tag", required=True, help="pretrained tag, e.g. attfc_coco")
     p.add_argument("--out", help="output folder (default: RUN/export/<model>.<tag>)")
     p.add_argument("--checkpoint", default="last", help="'last', a step number or a checkpoint file")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the weight file, config.json and model card of an existing export in --out")
 
     p = sub.add_parser("build-tags", formatter_class=HelpFormatter, help="mine a tag vocabulary with spaCy",
                        description="Mine the tag vocabulary (frequent nouns/adjectives/verbs) with spaCy.\n"
@@ -149,7 +151,8 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export_and_verify(run: Path, model: str | None, tag: str, out: str | None, checkpoint: str) -> Path:
+def _export_and_verify(run: Path, model: str | None, tag: str, out: str | None, checkpoint: str,
+                       overwrite: bool = False) -> Path:
     import yaml
 
     from . import checkpoint as ckpt
@@ -161,7 +164,7 @@ def _export_and_verify(run: Path, model: str | None, tag: str, out: str | None, 
     cfg = yaml.safe_load(cfg_file.read_text())
     model = model or cfg["model"]["backbone"]
     out_dir = Path(out) if out else Path(run) / "export" / f"{model}.{tag}"
-    folder = export_run(run, model, tag, out_dir, checkpoint=checkpoint)
+    folder = export_run(run, model, tag, out_dir, checkpoint=checkpoint, overwrite=overwrite)
     ref = backbone_state_dict(ckpt.load_checkpoint(ckpt.resolve_checkpoint(run, checkpoint))["model"])
     verify_export(folder, model, ref)
     print(f"exported {model}.{tag} to {folder}; reloaded with timm.create_model({model!r}, pretrained=True, "
@@ -171,7 +174,7 @@ def _export_and_verify(run: Path, model: str | None, tag: str, out: str | None, 
 
 def _export(args: argparse.Namespace) -> int:
     require_extras("icmlm-train export", ["train"], ["yaml"])
-    _export_and_verify(Path(args.run), args.model, args.tag, args.out, args.checkpoint)
+    _export_and_verify(Path(args.run), args.model, args.tag, args.out, args.checkpoint, args.overwrite)
     return 0
 
 

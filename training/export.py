@@ -22,8 +22,9 @@ def backbone_state_dict(model_sd: dict[str, torch.Tensor]) -> dict[str, torch.Te
 
 
 def export_run(run_dir: str | Path, model_name: str | None, tag: str, out_dir: str | Path, *,
-               checkpoint: str = "last") -> Path:
-    """Write the weight folder for ``run_dir``'s backbone into ``out_dir`` (refused if it holds weights).
+               checkpoint: str = "last", overwrite: bool = False) -> Path:
+    """Write the weight folder for ``run_dir``'s backbone into ``out_dir`` (refused if it holds weights, unless
+    ``overwrite``).
 
     ``model_name`` defaults to the run's backbone; a different name is accepted only if the weights load
     strictly into it. The model card carries the recipe (config), data and the run's eval metrics.
@@ -66,7 +67,7 @@ def export_run(run_dir: str | Path, model_name: str | None, tag: str, out_dir: s
     recipe = {"method": "ICMLM", "heads": cfg["model"]["heads"], "text_model": cfg["text"]["model"],
               "steps": state["step"], "batch_size": cfg["train"]["batch_size"], "optim": cfg["optim"],
               "masking": cfg["masking"], "checkpoint": path.name}
-    out = save_weight_folder(sd, model_name, out_dir, tag=tag,
+    out = save_weight_folder(sd, model_name, out_dir, tag=tag, overwrite=overwrite,
                              extra_meta={"recipe": recipe, "data": data_desc, "metrics": metrics, "preprocessing": pre,
                                          "description": f"ICMLM ({'+'.join(cfg['model']['heads'])}) trained by icmlm-train"})
     return Path(out)
