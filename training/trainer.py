@@ -231,10 +231,6 @@ def build_pipeline(cfg: dict, run_dir: Path, info: DistInfo, *, text=None):
     return dict(text=text, tags=tags, train=train, val=val, model=model, eval_transform=etf)
 
 
-def _autocast(cfg: dict, device: torch.device):
-    return autocast(cfg["train"]["amp"], device)
-
-
 def run_evaluation(model: ICMLM, loader, cfg: dict, info: DistInfo, tokenizer=None) -> dict[str, float]:
     """:func:`icmlm_zoo.training.evaluation.evaluate` with the run's settings and visual words."""
     return evaluate(model, loader, amp=cfg["train"]["amp"], max_batches=cfg["eval"]["max_batches"], info=info,
@@ -376,7 +372,7 @@ def _loop(cfg: dict, run_dir: Path, info: DistInfo, *, pipe: dict, model: ICMLM,
             batch = to_device(batch, device)
             sync = contextlib.nullcontext() if (boundary or not info.enabled) else ddp.no_sync()
             with sync:
-                with _autocast(cfg, device):
+                with autocast(cfg["train"]["amp"], device):
                     out = ddp(batch["images"], batch.get("input_ids"), batch.get("attention_mask"),
                               batch.get("labels"), batch.get("tp"))
                 loss = out["loss"]

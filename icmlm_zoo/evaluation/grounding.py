@@ -107,7 +107,9 @@ def grounding_scores(predict: Predict, scenes, *, seed: int = 0, batch_size: int
     vis = visual_word_items(scenes, seed)
     bind = binding_items(scenes)
     res: dict[str, float] = {}
-    sizes = {"color": 6, "shape": 4, "size": 2}
+    from icmlm_zoo.training.data.synthetic import COLORS, SHAPES, SIZES
+
+    sizes = {"color": len(COLORS), "shape": len(SHAPES), "size": len(SIZES)}
     res["visual_chance"] = float(np.mean([1.0 / sizes[it["cls"]] for it in vis]))
     for shuffled in (False, True):
         sfx = "_shuffled" if shuffled else ""

@@ -23,10 +23,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from icmlm_zoo.training.data.synthetic import COLORS as _COLOR_RGB
+from icmlm_zoo.training.data.synthetic import SHAPES
+
+from .synthetic_probes import _standardize
+
 __all__ = ["SceneTargets", "scene_targets", "backbone_features", "probe_scores", "probe_chance"]
 
-SHAPES = ("circle", "square", "triangle", "diamond")
-COLORS = ("red", "green", "blue", "yellow", "purple", "white")
+COLORS = tuple(_COLOR_RGB)  # the generator's colour words, in its order
 
 
 class SceneTargets(dict):
@@ -76,11 +80,6 @@ def backbone_features(model: torch.nn.Module, scenes, image_size: int, mean, std
         pooled.append(fmap.mean((2, 3)).cpu().numpy())
         flat.append(fmap.flatten(1).cpu().numpy())
     return np.concatenate(pooled), np.concatenate(flat)
-
-
-def _standardize(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    mu, sd = a.mean(0), a.std(0) + 1e-6
-    return (a - mu) / sd, (b - mu) / sd
 
 
 def _accuracy(xtr, ytr, xte, yte, seed: int) -> float | None:
