@@ -3,7 +3,7 @@ against the images/s the ICMLM att-fc training step consumes.
 
 Synthetic captioned scenes are first written to disk as real JPEG files (``--jpeg-size`` px, PIL quality 90)
 with a JSONL index; the pipeline is the trainer's own: ``PairsSource`` → ``SampleBuilder`` (``open_image``,
-``train_transform`` at ``--size`` with RandomResizedCrop(scale 0.5–1) normalised from ``icmlm_resnet50``'s cfg,
+the trainer's transform at ``--size`` (``run_transforms``: timm's RandomResizedCrop, scale 0.5–1, normalised with ``icmlm_resnet50``'s cfg),
 ``CaptionMasker`` with the bert-base-uncased tokenizer, TP targets) → ``Collator``. "Per worker" = one process
 on one torch thread, as a DataLoader worker runs. A real ``DataLoader`` with one worker process is timed too.
 The step side is the att-fc step of bench_step.py (ResNet-50, bert-base-sized frozen encoder, batch
@@ -20,7 +20,6 @@ DataLoader row is wall-clock (its work happens in another process).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import statistics
 import sys
@@ -78,16 +77,17 @@ def main(argv=None) -> int:
     import torch
 
     from bench_step import icmlm_config, make_batch, make_text_side
-    from common import optimizer_step, report
+    from common import report
     from icmlm_zoo.training.data.collate import Collator
     from icmlm_zoo.training.data.dataset import ICMLMDataset, SampleBuilder
     from icmlm_zoo.training.data.pairs import PairsSource
     from icmlm_zoo.training.data.records import open_image
     from icmlm_zoo.training.data.synthetic import COLORS, SHAPES, SIZES
-    from icmlm_zoo.training.data.transforms import backbone_norm, train_transform
+    from icmlm_zoo.training.data.transforms import run_transforms
     from icmlm_zoo.training.masking import CaptionMasker
     from icmlm_zoo.training.model import build_model
     from icmlm_zoo.training.optim import build_optimizer
+    from icmlm_zoo.training.step import TrainStep
 
     tmp = Path(tempfile.mkdtemp(prefix="icmlm-bench-data-"))
     index = write_jpegs(tmp, args.images, args.jpeg_size)
@@ -96,9 +96,8 @@ def main(argv=None) -> int:
     text = make_text_side(args.quick)
     tags = list(SHAPES) + list(COLORS) + list(SIZES)
     tag_index = {w: i for i, w in enumerate(tags)}
-    norm = backbone_norm("icmlm_resnet50")
-    ttf = train_transform(args.size, norm["mean"], norm["std"], scale_min=0.5,
-                          interpolation=norm.get("interpolation", "bilinear"))
+    ttf = run_transforms("icmlm_resnet50", {"image_size": args.size, "scale_min": 0.5, "hflip": False,
+                                            "eval_crop_pct": None})[0]
     masker = CaptionMasker(text.tokenizer, tags, max_length=40)
     source = PairsSource(index)
     ds = ICMLMDataset(source, SampleBuilder(ttf, masker, tag_index, tp_targets="caption", seed=0))
@@ -156,19 +155,17 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     model = build_model(cfg, text, 1000 if not args.quick else 20).train()
     opt = build_optimizer(model, dict(cfg["optim"], lr=1e-4))
-    params = [p for p in model.parameters() if p.requires_grad]
     precisions = [p for p in args.precisions.split(",") if p]
 
     def step(prec):
-        from icmlm_zoo.training.speed import FrozenTextRunner
+        from icmlm_zoo.training.text_runner import FrozenTextRunner
         runner = FrozenTextRunner(model.text, "auto", "bf16" if prec == "bf16" else "none", 0)
+
+        train_step = TrainStep(model, opt, amp="bf16" if prec == "bf16" else "none", grad_clip=1.0)
 
         def fn():
             model.text_runner = runner
-            ctx = torch.autocast("cpu", dtype=torch.bfloat16) if prec == "bf16" else contextlib.nullcontext()
-            with ctx:
-                out = model(batch["images"], batch["input_ids"], batch["attention_mask"], batch["labels"], batch["tp"])
-            optimizer_step(out["loss"], params, opt, 1.0)
+            train_step(batch)
         return fn
 
     variants = [("pipeline, 1 thread", n, one_thread(pipeline)), ("decode only", n, one_thread(decode_only)),

@@ -58,7 +58,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from common import RESULTS, environment, optimizer_step, report
+    from common import RESULTS, environment, report
     if not torch.cuda.is_available() and not args.dry_run_cpu:
         msg = ("bench_gpu.py: no CUDA device (torch.cuda.is_available() is False) - P5 was NOT measured. "
                "Run this script on a machine with a GPU.")
@@ -79,7 +79,8 @@ def main(argv=None) -> int:
     from bench_step import icmlm_config, make_batch, make_text_side
     from icmlm_zoo.training.model import build_model
     from icmlm_zoo.training.optim import build_optimizer
-    from icmlm_zoo.training.speed import STRAIGHTFORWARD_OVERRIDES, optimizer_kwargs
+    from icmlm_zoo.training.optim import optimizer_kwargs
+    from icmlm_zoo.training.step import STRAIGHTFORWARD_OVERRIDES, TrainStep
 
     dev = torch.device("cuda" if torch.cuda.is_available() and not args.dry_run_cpu else "cpu")
     torch.backends.cudnn.benchmark = True
@@ -93,20 +94,19 @@ def main(argv=None) -> int:
     cpu_batch = make_batch(text, args.batch, args.size, num_tags)
     batch = {k: (v.to(dev) if torch.is_tensor(v) else v) for k, v in cpu_batch.items()}
 
-    def ac():
-        return torch.autocast(dev.type, dtype=torch.bfloat16)
-
     bare = timm.create_model("icmlm_resnet_tiny" if args.quick else "resnet50", num_classes=1000)
     bare = bare.to(dev, memory_format=cl).train()
     bare_params = list(bare.parameters())
     bare_opt = torch.optim.AdamW(bare_params, lr=1e-4, **optimizer_kwargs("auto", bare_params))
     bare_fwd = torch.compile(bare) if args.compile else bare
 
+    bare_train_step = TrainStep(bare_fwd, bare_opt, amp="bf16", grad_clip=1.0, params=bare_params,
+                                forward=lambda module, b: {"loss": F.cross_entropy(
+                                    module(b["images"].contiguous(memory_format=cl)), b["classes"])})
+
     def bare_step(images=None, classes=None):
-        x = (batch["images"] if images is None else images).contiguous(memory_format=cl)
-        with ac():
-            loss = F.cross_entropy(bare_fwd(x), batch["classes"] if classes is None else classes)
-        optimizer_step(loss, bare_params, bare_opt, 1.0)
+        bare_train_step({"images": batch["images"] if images is None else images,
+                         "classes": batch["classes"] if classes is None else classes})
 
     def make_icmlm(kind: str, straight: bool):
         ov = list(STRAIGHTFORWARD_OVERRIDES) if straight else []
@@ -117,13 +117,10 @@ def main(argv=None) -> int:
         if args.compile and not straight:
             m.backbone = torch.compile(m.backbone)
         opt = build_optimizer(m, dict(cfg["optim"], lr=1e-4))
-        params = [p for p in m.parameters() if p.requires_grad]
+        train_step = TrainStep(m, opt, amp="bf16", grad_clip=1.0)
 
         def step(b=None):
-            b = batch if b is None else b
-            with ac():
-                out = m(b["images"], b["input_ids"], b["attention_mask"], b["labels"], b["tp"])
-            optimizer_step(out["loss"], params, opt, 1.0)
+            train_step(batch if b is None else b)
         return step
 
     variants = [("bare", bare_step)]
@@ -226,7 +223,7 @@ def _pipeline(args, text, dev, attfc_step, bare_step, num_tags) -> dict:
     from icmlm_zoo.training.data.dataset import ICMLMDataset, SampleBuilder
     from icmlm_zoo.training.data.pairs import PairsSource
     from icmlm_zoo.training.data.synthetic import COLORS, SHAPES, SIZES
-    from icmlm_zoo.training.data.transforms import backbone_norm, train_transform
+    from icmlm_zoo.training.data.transforms import backbone_norm, run_transforms
     from icmlm_zoo.training.masking import CaptionMasker
 
     tmp = Path(tempfile.mkdtemp(prefix="icmlm-bench-gpu-"))
@@ -243,7 +240,8 @@ def _pipeline(args, text, dev, attfc_step, bare_step, num_tags) -> dict:
                      persistent_workers=False, prefetch_factor=4 if args.workers else None, shuffle=True)
     gpu_dl = torch.utils.data.DataLoader(_JpegCaptions(source, masker, tag_index),
                                          collate_fn=functools.partial(_collate_jpeg, pad_id=pad), **loader_kw)
-    ttf = train_transform(args.size, norm["mean"], norm["std"], scale_min=0.5)
+    ttf = run_transforms("icmlm_resnet50", {"image_size": args.size, "scale_min": 0.5, "hflip": False,
+                                            "eval_crop_pct": None})[0]
     cpu_ds = ICMLMDataset(source, SampleBuilder(ttf, masker, tag_index, seed=0))
     cpu_dl = torch.utils.data.DataLoader(cpu_ds, collate_fn=Collator(pad), **loader_kw)
 

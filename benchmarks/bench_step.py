@@ -1,9 +1,9 @@
 """P1 / P1c / P2: the ICMLM training step against a bare ResNet-50 supervised step, and the optimised ICMLM
 step against the straightforward one.
 
-Every variant runs one full optimizer step (forward, loss, backward, grad clipping at 1.0, AdamW step,
-zero_grad) on the same batch (16 images of 224 px, 16 masked captions), in the same precision and the same
-layout on both sides of each ratio:
+Every variant runs one full optimizer step through the trainer's own ``icmlm_zoo.training.step.TrainStep``
+(forward under autocast, loss, backward, grad clipping at 1.0, AdamW step, zero_grad) on the same batch (16
+images of 224 px, 16 masked captions), in the same precision and the same layout on both sides of each ratio:
 
 * ``bare``        timm ``resnet50`` classifier (1000 classes) + cross-entropy, channels_last.
 * ``attfc``/``tfm`` ICMLM from the ``coco_r50_attfc`` / ``coco_r50_tfm`` presets (ResNet-50 trunk, head + TP
@@ -14,7 +14,7 @@ layout on both sides of each ratio:
   stay in the row's precision), in inference mode; logits only at masked positions; the fast fusion
   implementation; fused AdamW (the bare step uses the same optimizer).
 * ``attfc+cache`` the same with ``text.cache_size`` > 0 and the cache warm (same captions and masks again): P1c.
-* ``attfc straightforward`` / ``tfm straightforward`` ``icmlm_zoo.training.speed.STRAIGHTFORWARD_OVERRIDES``: encoder
+* ``attfc straightforward`` / ``tfm straightforward`` ``icmlm_zoo.training.step.STRAIGHTFORWARD_OVERRIDES``: encoder
   recomputed in fp32 every step, logits at every position, NCHW, the reference fusion implementation: P2.
 * ``… straightforward (fast fusion)`` (only with ``--variants``): the same but with the fast fusion implementation,
   i.e. only the three differences the P2 goal names; an extra row, no goal.
@@ -38,7 +38,6 @@ too. On an idle machine use ``--threads 0 --clock wall`` (all cores, wall time).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import statistics
 import sys
@@ -102,21 +101,6 @@ def make_batch(text, batch: int, size: int, num_tags: int, seed: int = 0) -> dic
     return b
 
 
-@contextlib.contextmanager
-def _nchw_trunk_gradient(on: bool):
-    """Breakdown only: undo ``ICMLM.features``' channels_last conversion of the trunk's incoming gradient."""
-    if not on:
-        yield
-        return
-    import icmlm_zoo.training.model as tm
-    saved = tm._channels_last_grad
-    tm._channels_last_grad = lambda grad: grad
-    try:
-        yield
-    finally:
-        tm._channels_last_grad = saved
-
-
 def icmlm_config(preset: str, overrides: list[str], quick: bool) -> dict:
     from icmlm_zoo.training.config import load_config
     base = []
@@ -156,10 +140,12 @@ def main(argv=None) -> int:
     import torch.nn.functional as F
 
     import icmlm_zoo  # noqa: F401
-    from common import optimizer_step, report
+    from common import report
+    from icmlm_zoo.training.memory import retain_freed_memory
     from icmlm_zoo.training.model import build_model
-    from icmlm_zoo.training.optim import build_optimizer
-    from icmlm_zoo.training.speed import STRAIGHTFORWARD_OVERRIDES, FrozenTextRunner, optimizer_kwargs, retain_freed_memory
+    from icmlm_zoo.training.optim import build_optimizer, optimizer_kwargs
+    from icmlm_zoo.training.step import STRAIGHTFORWARD_OVERRIDES, TrainStep
+    from icmlm_zoo.training.text_runner import FrozenTextRunner
 
     retained = retain_freed_memory(True) if args.malloc == "retain" else False
     prev_threads = torch.get_num_threads()
@@ -174,8 +160,8 @@ def main(argv=None) -> int:
     n_tokens = int(batch["attention_mask"].sum())
     cl = torch.channels_last
 
-    def autocast(prec):
-        return torch.autocast("cpu", dtype=torch.bfloat16) if prec == "bf16" else contextlib.nullcontext()
+    def amp(prec):
+        return "bf16" if prec == "bf16" else "none"
 
     # --- bare supervised step ---------------------------------------------------------------------------
     bare_name = "icmlm_resnet_tiny" if args.quick else "resnet50"
@@ -183,13 +169,12 @@ def main(argv=None) -> int:
     bare_params = [p for p in bare.parameters() if p.requires_grad]
     bare_opt = torch.optim.AdamW(bare_params, lr=1e-4, **optimizer_kwargs("auto", bare_params))
 
+    def bare_forward(module, b):
+        return {"loss": F.cross_entropy(module(b["images"].contiguous(memory_format=cl)), b["classes"])}
+
     def bare_step(prec):
-        def fn():
-            x = batch["images"].contiguous(memory_format=cl)
-            with autocast(prec):
-                loss = F.cross_entropy(bare(x), batch["classes"])
-            optimizer_step(loss, bare_params, bare_opt, 1.0)
-        return fn
+        step = TrainStep(bare, bare_opt, amp=amp(prec), grad_clip=1.0, params=bare_params, forward=bare_forward)
+        return lambda: step(batch)
 
     # --- ICMLM steps (the trainer's step: forward under autocast, backward, clip, AdamW) ---------------------
     models = {}
@@ -214,26 +199,27 @@ def main(argv=None) -> int:
     def icmlm_step(kind: str, prec: str, *, straight=False, cache=False, text_precision="auto",
                    update_head=True, nchw_grad=False):
         m, opt, params, cfg = get_model(kind, straight)
-        amp = "bf16" if prec == "bf16" else "none"
-        rkey = (id(m), amp, cache, text_precision)
+        rkey = (id(m), amp(prec), cache, text_precision)
         if rkey not in runners:
             tp = "fp32" if straight else text_precision
-            runners[rkey] = FrozenTextRunner(m.text, tp, amp, 100_000 if cache else 0)
+            runners[rkey] = FrozenTextRunner(m.text, tp, amp(prec), 100_000 if cache else 0)
         runner = runners[rkey]
         if not update_head:  # breakdown: the fusion head's gradients are computed, then dropped
             head = list(m.fusion.parameters())
             params = [p for n, p in m.named_parameters() if p.requires_grad and not n.startswith("fusion.")]
             opt = torch.optim.AdamW(params, lr=1e-4, **optimizer_kwargs("auto", params))
 
+        step = TrainStep(m, opt, amp=amp(prec), grad_clip=cfg["optim"]["grad_clip"], params=params)
+
         def fn():
             m.text_runner = runner
-            with autocast(prec), _nchw_trunk_gradient(nchw_grad):
-                out = m(batch["images"], batch["input_ids"], batch["attention_mask"], batch["labels"], batch["tp"])
-            out["loss"].backward()
+            m.channels_last_grad = m.channels_last and not nchw_grad
+            step.micro_batch(batch)
             if not update_head:
                 for p in head:
                     p.grad = None
-            optimizer_step(None, params, opt, cfg["optim"]["grad_clip"])
+            step.grad_norm()
+            step.apply()
         return fn
 
     def trunk_tp_step(prec: str):
@@ -241,14 +227,12 @@ def main(argv=None) -> int:
         params = [p for n, p in m.named_parameters() if n.startswith(("backbone.", "tp."))]
         opt = torch.optim.AdamW(params, lr=1e-4, **optimizer_kwargs("auto", params))
 
-        def fn():
-            with autocast(prec):
-                loss = m.tp.loss(m.tp(m.features(batch["images"])), batch["tp"])
-            optimizer_step(loss, params, opt, cfg["optim"]["grad_clip"])
-        return fn
+        step = TrainStep(m, opt, amp=amp(prec), grad_clip=cfg["optim"]["grad_clip"], params=params,
+                         forward=lambda module, b: {"loss": module.tp.loss(module.tp(module.features(b["images"])), b["tp"])})
+        return lambda: step(batch)
 
     def encoder_only(prec):
-        runner = FrozenTextRunner(text.encoder, "auto", "bf16" if prec == "bf16" else "none", 0)
+        runner = FrozenTextRunner(text.encoder, "auto", amp(prec), 0)
         return lambda: runner(batch["input_ids"], batch["attention_mask"])
 
     keep = ({"bare"} | {v.strip() for v in args.variants.split(",")}) if args.variants else None

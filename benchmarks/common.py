@@ -23,18 +23,6 @@ def time_it(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> dict
     return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "repeats": repeats}
 
 
-def optimizer_step(loss, params, opt, clip: float) -> None:
-    """The trainer's update as the benchmarks time it: backward (unless ``loss`` is None: already done), clip the
-    gradient norm, step, clear grads."""
-    import torch
-
-    if loss is not None:
-        loss.backward()
-    torch.nn.utils.clip_grad_norm_(params, clip)
-    opt.step()
-    opt.zero_grad(set_to_none=True)
-
-
 def environment() -> dict:
     import torch
 

@@ -15,13 +15,13 @@ from typing import Any, Mapping
 
 import torch
 
+from .constants import HEAD_PREFIXES
 from .errors import ConversionError
 from .manifest import load_manifest, timm_pretrained_fields
 
 # keys under which a checkpoint may keep the visual trunk, tried in order when none is named
 TRUNK_KEYS = ("cnn", "backbone", "visual", "state_dict", "model")
 # classifier weights a trunk may carry; a head-less backbone drops them (and says so)
-HEAD_PREFIXES = ("fc.", "classifier.", "head.")
 
 
 def load_checkpoint(path: str | Path) -> Any:

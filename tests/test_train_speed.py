@@ -1,4 +1,4 @@
-"""The speed levers of training/speed.py keep the model's results: cache, logits at every position, encoder
+"""The speed levers (training/text_runner.py, optim.py, memory.py, model.py, data/loader_options.py) keep the model's results: cache, logits at every position, encoder
 precision, optimizer implementation, data-loader settings, config keys."""
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import torch
 from train_fixtures import TAG_WORDS, text_side  # noqa: F401
 
 from icmlm_zoo.training.config import ConfigError, load_config
-from icmlm_zoo.training.speed import (STRAIGHTFORWARD_OVERRIDES, FrozenTextRunner, TextFeatureCache, loader_kwargs,
-                            optimizer_kwargs, resolve_text_dtype)
+from icmlm_zoo.training.data.loader_options import loader_kwargs
+from icmlm_zoo.training.optim import optimizer_kwargs
+from icmlm_zoo.training.step import STRAIGHTFORWARD_OVERRIDES
+from icmlm_zoo.training.text_runner import FrozenTextRunner, TextFeatureCache, resolve_text_dtype
 
 
 def _batch(text, n=6, seed=0):
@@ -215,7 +217,7 @@ def test_channels_last_trunk_gets_channels_last_gradients(text_side, heads):
 
 _FAULTS = """
 import resource, sys, torch
-from icmlm_zoo.training.speed import retain_freed_memory
+from icmlm_zoo.training.memory import retain_freed_memory
 applied = retain_freed_memory(True) if sys.argv[1] == "retain" else False
 torch.set_num_threads(1)
 net = torch.nn.Sequential(torch.nn.Conv2d(3, 64, 3, padding=1), torch.nn.BatchNorm2d(64), torch.nn.ReLU(),
@@ -254,7 +256,7 @@ def test_retained_memory_is_not_faulted_in_again():
     assert out["retain"][0] == "True"
     assert out["default"][1] > 3000, out  # thousands of 4 KB pages faulted in again at every step
     assert out["retain"][1] < out["default"][1] / 4, out
-    from icmlm_zoo.training.speed import resolve_retain_memory
+    from icmlm_zoo.training.memory import resolve_retain_memory
     assert resolve_retain_memory("auto", "cpu") and not resolve_retain_memory("auto", "cuda")
     assert not resolve_retain_memory(False, "cpu")
     for bad in ("run.retain_memory=sometimes", "data.pin_memory=sometimes"):

@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from .choices import AMP_MODES, FUSION_IMPLS, LOGITS_AT, OPTIM_IMPLS, TEXT_PRECISIONS
+
 __all__ = ["DEFAULTS", "ConfigError", "list_presets", "load_preset", "load_config", "apply_overrides",
            "merge", "validate", "dump", "SCHEMA", "Spec"]
 
@@ -242,13 +244,13 @@ SCHEMA: dict[str, Any] = {
              "webdataset": {"urls": Spec("paths", none=True), "epoch_samples": _i(1), "shuffle": _i(0), "image_keys": _S,
                             "caption_keys": _S}},
     "text": {"model": _S, "max_length": _i(4), "mlm_head": _c("auto", "pretrained", "tied"),
-             "precision": _c("auto", "fp32", "bf16", "fp16"), "cache_size": _i(0)},
+             "precision": _c(*TEXT_PRECISIONS), "cache_size": _i(0)},
     "tags": {"file": _PATH, "source": _c("file", "mine", "labels"), "pos": Spec("list", item=_S, length=(1, None)),
              "min_count": _i(1), "top_k": _i(1), "max_captions": _i(1)},
     "masking": {"strategy": _c("tags", "random"), "k": _i(1), "no_tag": _c("skip", "random_word"),
                 "random_prob": _f(0.0, 1.0, lo_open=True), "together": _c("none", "pos")},
     "model": {"backbone": _S, "heads": Spec("list", item=_c("attfc", "tfm", "tp"), length=(1, 3)),
-              "channels_last": _B, "logits": _c("masked", "all"), "fusion_impl": _c("fast", "reference"),
+              "channels_last": _B, "logits": _c(*LOGITS_AT), "fusion_impl": _c(*FUSION_IMPLS),
               "tp": {"hidden": _i(0), "dropout": _P, "weight": _f(0.0), "targets": _c("caption", "labels"),
                      "reduction": _c("sum", "mean")},
               "attfc": {"heads": _i(1), "hidden": _i(1), "dropout": _P},
@@ -256,9 +258,9 @@ SCHEMA: dict[str, Any] = {
     "optim": {"lr": _f(0.0, lo_open=True), "weight_decay": _f(0.0),
               "betas": Spec("list", item=_f(0.0, 1.0, hi_open=True), length=(2, 2)), "warmup_steps": _i(0),
               "min_lr_ratio": _f(0.0, 1.0), "grad_clip": _f(0.0), "accum_steps": _i(1),
-              "impl": _c("auto", "fused", "foreach", "loop"),
+              "impl": _c(*OPTIM_IMPLS),
               "lr_mult": dict.fromkeys(("backbone", "fusion", "mlm_head", "tp"), _f(0.0))},
-    "train": {"batch_size": _i(1), "epochs": _i(1), "max_steps": _i(1, none=True), "amp": _c("none", "bf16", "fp16"),
+    "train": {"batch_size": _i(1), "epochs": _i(1), "max_steps": _i(1, none=True), "amp": _c(*AMP_MODES),
               "max_nonfinite_steps": _i(1), "max_idle_samples": _i(1)},
     "eval": {"at_end": _B, "every": _i(0), "max_batches": _i(1)},
 }

@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["DistInfo", "init_distributed", "is_main", "barrier", "broadcast_object", "all_reduce_sum",
-           "gather_objects", "cleanup"]
+           "gather_objects", "cleanup", "say"]
 
 
 @dataclass
@@ -80,3 +80,13 @@ def all_reduce_sum(values: list[float], info: DistInfo) -> list[float]:
 def cleanup(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def say(msg: str, info: DistInfo) -> None:
+    """Print a line on the main rank only, without breaking a tqdm progress bar."""
+    if is_main(info):
+        try:
+            from tqdm import tqdm
+            tqdm.write(msg)
+        except ImportError:  # pragma: no cover
+            print(msg, flush=True)

@@ -16,7 +16,7 @@ import torch
 
 from . import checkpoint as ckpt
 from .config import load_config
-from .data.transforms import backbone_norm, eval_transform
+from .data.transforms import run_transforms
 from .model import ICMLM, build_model
 from .tags import load_tags, split_words
 
@@ -66,11 +66,7 @@ def load_run(run_dir: str | Path, checkpoint: str | int = "last", device: str | 
     model.load_trainable_state_dict(state["model"])
     dev = torch.device(device)
     model.to(dev).eval()
-    norm = backbone_norm(cfg["model"]["backbone"])
-    d = cfg["data"]
-    tf = eval_transform(d["image_size"], norm["mean"], norm["std"],
-                        crop_pct=d["eval_crop_pct"] or norm.get("crop_pct", 0.875),
-                        interpolation=norm.get("interpolation", "bilinear"))
+    tf = run_transforms(cfg["model"]["backbone"], cfg["data"])[1]
     return LoadedRun(model=model, tokenizer=text.tokenizer if text else None, config=cfg, transform=tf,
                      backbone_name=cfg["model"]["backbone"], tags=tags, run_dir=run_dir, step=int(state["step"]),
                      device=dev)

@@ -9,8 +9,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .backbones import create_backbone
+from .choices import LOGITS_AT
 from .heads import AttFCHead, TfmHead, TPHead
-from .speed import LOGITS_AT, FrozenTextRunner
+from .text_runner import FrozenTextRunner
 from .text import TextSide
 
 __all__ = ["ICMLM", "build_model", "FROZEN_PREFIXES"]
@@ -34,6 +35,8 @@ class ICMLM(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.channels_last = channels_last
+        # hand the heads' gradient to the trunk in channels_last too (False only to measure what that buys)
+        self.channels_last_grad = channels_last
         self.logits_at = cfg_model.get("logits", "masked")  # masked | all (the straightforward baseline)
         if self.logits_at not in LOGITS_AT:
             raise ValueError(f"model.logits={self.logits_at!r}; choose one of {list(LOGITS_AT)}")
@@ -43,7 +46,7 @@ class ICMLM(nn.Module):
             if text is None:
                 raise ValueError("an MLM head needs the text encoder")
             self.text = text.encoder
-            # inference mode, reduced precision and the feature cache (training/speed.py); not a submodule
+            # inference mode, reduced precision and the feature cache (training/text_runner.py); not a submodule
             self.text_runner = FrozenTextRunner(text.encoder, text_precision, amp, text_cache_size)
             width = text.width
             if fusion == "attfc":
@@ -83,14 +86,14 @@ class ICMLM(nn.Module):
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         fmap = self.backbone.forward_features(images)
-        if self.channels_last and fmap.requires_grad:
+        if self.channels_last_grad and fmap.requires_grad:
             # The heads' gradients reach the feature map in NCHW (the sum of the TP pooling's expanded gradient
             # and the fusion head's): without this, the whole trunk backward runs on NCHW gradients.
             fmap.register_hook(_channels_last_grad)
         return fmap
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Frozen-encoder states (B, L, width), through :class:`~icmlm_zoo.training.speed.FrozenTextRunner`."""
+        """Frozen-encoder states (B, L, width), through :class:`~icmlm_zoo.training.text_runner.FrozenTextRunner`."""
         return self.text_runner(input_ids, attention_mask)
 
     def forward(self, images: torch.Tensor, input_ids: torch.Tensor | None = None,

@@ -5,7 +5,9 @@ import math
 
 import torch
 
-__all__ = ["build_optimizer", "build_scheduler", "lr_factor"]
+from .choices import OPTIM_IMPLS
+
+__all__ = ["build_optimizer", "build_scheduler", "lr_factor", "optimizer_kwargs", "OPTIM_IMPLS"]
 
 
 PARTS = ("backbone", "fusion", "mlm_head", "tp")
@@ -24,10 +26,27 @@ def build_optimizer(model: torch.nn.Module, o: dict) -> torch.optim.Optimizer:
         decays = not (p.ndim <= 1 or "pos." in name or "type_emb" in name)
         groups.setdefault((part if part in mult else "backbone", decays), []).append(p)
     params = [p for ps in groups.values() for p in ps]
-    from .speed import optimizer_kwargs
     kw = optimizer_kwargs(o.get("impl", "auto"), params)
     return torch.optim.AdamW([{"params": ps, "lr": o["lr"] * mult[part], "weight_decay": o["weight_decay"] if d else 0.0}
                               for (part, d), ps in groups.items()], lr=o["lr"], betas=tuple(o["betas"]), **kw)
+
+
+def optimizer_kwargs(impl: str, params: list[torch.Tensor]) -> dict[str, bool]:
+    """Keyword arguments of ``torch.optim.AdamW`` for ``optim.impl``. ``auto``: fused when every parameter is
+    a floating tensor on a device the fused kernel supports (CUDA, CPU in torch >= 2.4), else foreach."""
+    if impl not in OPTIM_IMPLS:
+        raise ValueError(f"optim.impl={impl!r}; choose one of {list(OPTIM_IMPLS)}")
+    if impl == "loop":
+        return {"foreach": False}
+    if impl == "foreach":
+        return {"foreach": True}
+    if impl == "fused":
+        return {"fused": True}
+    devices = {p.device.type for p in params}
+    ok = bool(params) and devices <= {"cuda", "cpu"} and all(p.is_floating_point() for p in params)
+    if ok and "cpu" in devices:
+        ok = tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 4)
+    return {"fused": True} if ok else {"foreach": True}
 
 
 def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .speed import FrozenCopy
+from .text_runner import FrozenCopy
 
 __all__ = ["resolve_text_model", "load_tokenizer", "TextSide", "load_text_side", "TiedMLMHead", "PretrainedMLMHead"]
 

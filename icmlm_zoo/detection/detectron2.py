@@ -24,8 +24,9 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from icmlm_zoo.constants import HEAD_PREFIXES
+
 AUTHOR = "icmlm_zoo"
-_HEAD_PREFIXES = ("fc.", "head.", "classifier.")
 _DEPTHS = {(2, 2, 2, 2): 18, (3, 4, 6, 3): 34, (3, 4, 23, 3): 101, (3, 8, 36, 3): 152}
 
 
@@ -78,7 +79,7 @@ def timm_to_detectron2(state: Mapping[str, torch.Tensor]) -> dict[str, np.ndarra
     """Map a timm/torchvision ResNet state dict to detectron2 names (classifier keys dropped)."""
     out: dict[str, np.ndarray] = {}
     for key, value in state.items():
-        if key.startswith(_HEAD_PREFIXES):
+        if key.startswith(HEAD_PREFIXES):
             continue
         if key.startswith(("features.", "pre_logits.")):
             raise ValueError("detectron2 has no VGG backbone; export works for ResNet trunks only. "

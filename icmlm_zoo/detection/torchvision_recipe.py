@@ -23,6 +23,8 @@ from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
+from icmlm_zoo.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
 _TRAINABLE_ORDER = ["layer4", "layer3", "layer2", "layer1", "conv1"]
 
 
@@ -87,7 +89,7 @@ def build_faster_rcnn(model: str | nn.Module, num_classes: int, *, arch: str | N
     backbone = resnet_fpn_backbone(trunk, trainable_layers=trainable_layers)
     anchors = AnchorGenerator(tuple((s,) for s in anchor_sizes), ((0.5, 1.0, 2.0),) * len(anchor_sizes))
     return FasterRCNN(backbone, num_classes=num_classes + 1, min_size=min_size, max_size=max_size,
-                      image_mean=list(mean or (0.485, 0.456, 0.406)), image_std=list(std or (0.229, 0.224, 0.225)),
+                      image_mean=list(mean or IMAGENET_DEFAULT_MEAN), image_std=list(std or IMAGENET_DEFAULT_STD),
                       rpn_anchor_generator=anchors, **rcnn_kwargs)
 
 

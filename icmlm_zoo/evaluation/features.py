@@ -63,13 +63,10 @@ class PooledFeatures(nn.Module):
 
 
 def eval_transform(data_config: dict[str, Any], image_size: int | None = None):
-    """timm's eval transform (resize, centre crop, normalise) from a data config; ``image_size`` overrides."""
-    import timm.data
+    """The evaluation transform (resize, centre crop, normalise) of a data config; ``image_size`` overrides."""
+    from icmlm_zoo.transforms import create_image_transform
 
-    cfg = dict(data_config)
-    if image_size:
-        cfg["input_size"] = (3, image_size, image_size)
-    return timm.data.create_transform(**cfg, is_training=False)
+    return create_image_transform(data_config, image_size=image_size)
 
 
 def cache_key(*parts: Any) -> str:

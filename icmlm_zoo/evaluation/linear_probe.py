@@ -9,6 +9,7 @@ exactly (per-epoch seeding makes an interrupted run end with the same head as an
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,13 +45,6 @@ def find_splits(data: str | Path, val_data: str | Path | None = None) -> tuple[P
         return data / "train", data / "val"
     raise FileNotFoundError(f"{data}: expected an ImageFolder layout {data}/train/<class>/*.jpg and "
                             f"{data}/val/<class>/*.jpg, or pass --val-data VAL_FOLDER")
-
-
-def _train_transform(data_config: dict, size: int, min_scale: float):
-    from torchvision import transforms as T
-
-    return T.Compose([T.RandomResizedCrop(size, scale=(min_scale, 1.0)), T.RandomHorizontalFlip(), T.ToTensor(),
-                      T.Normalize(data_config["mean"], data_config["std"])])
 
 
 def accuracy(logits: torch.Tensor, target: torch.Tensor, ks=(1, 5)) -> list[float]:
@@ -89,6 +83,8 @@ def run_linear_probe(model: str, data: str | Path, out_dir: str | Path, *, val_d
     from torchvision.datasets import ImageFolder
     from tqdm import tqdm
 
+    from icmlm_zoo.transforms import create_image_transform
+
     from .features import PooledFeatures, eval_transform, resolve_stage
     from .model_loading import load_backbone
 
@@ -96,7 +92,8 @@ def run_linear_probe(model: str, data: str | Path, out_dir: str | Path, *, val_d
     train_dir, val_dir = find_splits(data, val_data)
     loaded = load_backbone(model, arch=arch, device=device)
     size = cfg.image_size or loaded.data_config["input_size"][-1]
-    train_set = ImageFolder(str(train_dir), _train_transform(loaded.data_config, size, cfg.min_scale))
+    train_set = ImageFolder(str(train_dir), create_image_transform(loaded.data_config, training=True, image_size=size,
+                                                                    scale_min=cfg.min_scale, hflip=True))
     val_set = ImageFolder(str(val_dir), eval_transform(loaded.data_config, cfg.image_size))
     if train_set.classes != val_set.classes:
         raise ValueError(f"train classes {train_set.classes} differ from val classes {val_set.classes}")
@@ -126,6 +123,7 @@ def run_linear_probe(model: str, data: str | Path, out_dir: str | Path, *, val_d
     val_loader = DataLoader(val_set, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
     for epoch in range(start, cfg.epochs if stop_after_epoch is None else min(cfg.epochs, stop_after_epoch)):
         torch.manual_seed(cfg.seed * 1000 + epoch)  # augmentation + order depend only on the epoch
+        random.seed(cfg.seed * 1000 + epoch)  # timm's random crop draws from Python's generator
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
         loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, generator=gen,
                             num_workers=cfg.num_workers)

@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from icmlm_zoo.constants import DEFAULT_DATA_CONFIG
+
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 RANDOM_PREFIX = "random:"
 
@@ -25,19 +27,16 @@ class LoadedBackbone:
 
     @property
     def mean(self) -> tuple[float, float, float]:
-        return tuple(self.data_config.get("mean", (0.485, 0.456, 0.406)))  # type: ignore[return-value]
+        return tuple(self.data_config.get("mean", DEFAULT_DATA_CONFIG["mean"]))  # type: ignore[return-value]
 
     @property
     def std(self) -> tuple[float, float, float]:
-        return tuple(self.data_config.get("std", (0.229, 0.224, 0.225)))  # type: ignore[return-value]
+        return tuple(self.data_config.get("std", DEFAULT_DATA_CONFIG["std"]))  # type: ignore[return-value]
 
 
 def _register() -> None:
     """Import the package that registers the ``icmlm_*`` architectures in timm."""
-    try:
-        import icmlm_zoo.models  # noqa: F401
-    except ImportError:  # pragma: no cover - registration lives in icmlm_zoo/__init__ in some layouts
-        import icmlm_zoo  # noqa: F401
+    import icmlm_zoo.models  # noqa: F401
 
 
 def _data_config(model: nn.Module) -> dict[str, Any]:
@@ -46,8 +45,7 @@ def _data_config(model: nn.Module) -> dict[str, Any]:
     try:
         return dict(timm.data.resolve_model_data_config(model))
     except Exception:  # pragma: no cover - non-timm modules
-        return {"input_size": (3, 224, 224), "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
-                "interpolation": "bilinear", "crop_pct": 0.875}
+        return dict(DEFAULT_DATA_CONFIG)
 
 
 def _read_config(folder: Path) -> tuple[str | None, dict[str, Any]]:

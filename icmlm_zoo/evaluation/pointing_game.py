@@ -90,9 +90,11 @@ def full_view_transform(run):
     so the attention grid covers the full image."""
     from torchvision import transforms as T
 
+    from icmlm_zoo.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
     size = int(run.config["data"]["image_size"])
     norm = next((t for t in getattr(run.transform, "transforms", []) if isinstance(t, T.Normalize)), None)
-    mean, std = (norm.mean, norm.std) if norm is not None else ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    mean, std = (norm.mean, norm.std) if norm is not None else (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
     return T.Compose([T.Resize((size, size)), T.ToTensor(), T.Normalize(mean, std)])
 
 

@@ -62,7 +62,7 @@ def build_loader(cfg: dict, split: str, builder: SampleBuilder, collator: Collat
     bs = t["batch_size"]
     workers = d["num_workers"]
     # persistent workers stay off: workers would keep a stale copy of the data set's epoch (augmentation seed)
-    from ..speed import loader_kwargs
+    from .loader_options import loader_kwargs
     device_type = "cuda" if cfg["run"]["device"] != "cpu" and torch.cuda.is_available() else "cpu"
     common = dict(num_workers=workers, collate_fn=collator, persistent_workers=False,
                   generator=torch.Generator().manual_seed(cfg["run"]["seed"]), **loader_kwargs(d, device_type))

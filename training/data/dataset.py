@@ -6,6 +6,7 @@ error entry that the collate function counts and drops.
 """
 from __future__ import annotations
 
+import random
 from typing import Any, Callable
 
 import numpy as np
@@ -15,6 +16,19 @@ from ..masking import CaptionMasker, SampleSkipped
 from .records import Record, SampleError, open_image
 
 __all__ = ["SampleBuilder", "ICMLMDataset"]
+
+
+def _seeded(transform: Callable, image: Any, seed: int) -> Any:
+    """``transform(image)`` with torch's and Python's generators seeded (timm's random crop draws from
+    ``random``, flips from torch), leaving both generators as they were."""
+    state = random.getstate()
+    try:
+        random.seed(seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return transform(image)
+    finally:
+        random.setstate(state)
 
 
 class SampleBuilder:
@@ -58,9 +72,7 @@ class SampleBuilder:
                         t[j] = 1.0
                 out["tp"] = t
             image = open_image(rec)
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int(rng.integers(0, 2**62)))
-                out["image"] = self.transform(image)
+            out["image"] = _seeded(self.transform, image, int(rng.integers(0, 2**62)))
             return out
         except SampleSkipped as e:
             return {"skip": e.reason}

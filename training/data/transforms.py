@@ -1,16 +1,18 @@
-"""Image transforms (torchvision), normalised with the backbone's pretrained cfg."""
+"""A run's image transforms: :func:`icmlm_zoo.transforms.create_image_transform` with the backbone's
+pretrained cfg (mean/std/interpolation/crop_pct) and the run's ``data`` section (size, scale_min, hflip,
+eval_crop_pct)."""
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import torch
-from torchvision import transforms as T
 
-__all__ = ["backbone_norm", "train_transform", "eval_transform"]
+from icmlm_zoo.transforms import create_image_transform
 
-_INTERP = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC,
-           "nearest": T.InterpolationMode.NEAREST}
+__all__ = ["backbone_norm", "run_transforms"]
 
 
-def backbone_norm(model_name: str) -> dict:
+def backbone_norm(model_name: str) -> dict[str, Any]:
     """mean/std/crop_pct/interpolation of a timm backbone's pretrained cfg (model built on the meta device)."""
     import timm
     from .. import backbones
@@ -20,20 +22,11 @@ def backbone_norm(model_name: str) -> dict:
     return timm.data.resolve_model_data_config(m)
 
 
-def train_transform(size: int, mean, std, *, scale_min: float = 0.7, hflip: bool = False,
-                    interpolation: str = "bilinear") -> T.Compose:
-    """RandomResizedCrop(scale=(scale_min, 1)) (plain resize when scale_min >= 1), optional flip, normalise."""
-    interp = _INTERP.get(interpolation, T.InterpolationMode.BILINEAR)
-    ops = [T.Resize((size, size), interpolation=interp) if scale_min >= 1
-           else T.RandomResizedCrop(size, scale=(scale_min, 1.0), interpolation=interp)]
-    if hflip:
-        ops.append(T.RandomHorizontalFlip())
-    ops += [T.ToTensor(), T.Normalize(mean, std)]
-    return T.Compose(ops)
-
-
-def eval_transform(size: int, mean, std, *, crop_pct: float = 0.875, interpolation: str = "bilinear") -> T.Compose:
-    """Resize the short side to ``size / crop_pct``, centre-crop ``size``, normalise."""
-    interp = _INTERP.get(interpolation, T.InterpolationMode.BILINEAR)
-    return T.Compose([T.Resize(int(round(size / crop_pct)), interpolation=interp), T.CenterCrop(size),
-                      T.ToTensor(), T.Normalize(mean, std)])
+def run_transforms(backbone: str, data_cfg: dict[str, Any]) -> tuple[Callable, Callable]:
+    """(training transform, evaluation transform) of a run with this backbone and ``data`` config section."""
+    norm = backbone_norm(backbone)
+    size = data_cfg["image_size"]
+    train = create_image_transform(norm, training=True, image_size=size, scale_min=data_cfg["scale_min"],
+                                   hflip=data_cfg["hflip"])
+    evaluation = create_image_transform(norm, image_size=size, crop_pct=data_cfg["eval_crop_pct"])
+    return train, evaluation

@@ -1,44 +1,25 @@
-"""Speed levers of the ICMLM step (see docs/performance.md for what each buys).
+"""The frozen text encoder at speed: inference mode, a reduced-precision copy, an output cache.
 
-* :class:`FrozenTextRunner` runs the frozen text encoder in ``torch.inference_mode`` and, if asked, in reduced
-  precision through a bf16/fp16 *copy* of the encoder (casting the weights once, not at every step as autocast
-  would for frozen weights), with an optional LRU cache of the encoder outputs keyed on the content of
-  ``(input_ids, attention_mask)`` of each caption row — the same caption with the same mask seen again costs
-  nothing. Config: ``text.precision`` (auto | fp32 | bf16 | fp16), ``text.cache_size`` (0 = off).
-* :func:`optimizer_kwargs` picks the fused / foreach AdamW implementation (config ``optim.impl``).
-* :func:`loader_kwargs` resolves the data-loader settings (``data.pin_memory``, ``data.prefetch_factor``).
-* :func:`retain_freed_memory` keeps the memory a step frees inside the process (glibc ``mallopt``), so the next
-  step does not fault it in again page by page (``run.retain_memory``).
-
-The fusion heads' fast implementation (``model.fusion_impl``) lives with them, in ``training/heads/attention.py``.
-
-The "straightforward" step that the P2 benchmark compares against is ``text.precision=fp32``,
-``text.cache_size=0``, ``model.logits=all``, ``model.channels_last=false`` and ``model.fusion_impl=reference``
-(:data:`STRAIGHTFORWARD_OVERRIDES`).
+:class:`FrozenTextRunner` runs the frozen encoder in ``torch.inference_mode`` and, if asked, in reduced precision
+through a bf16/fp16 *copy* of the encoder (weights cast once, not at every step as autocast would for frozen
+weights), with an optional LRU cache of the encoder outputs keyed on the content of ``(input_ids,
+attention_mask)`` of each caption row. Config: ``text.precision`` (auto | fp32 | bf16 | fp16), ``text.cache_size``
+(0 = off). What each lever buys: docs/performance.md.
 """
 from __future__ import annotations
 
 import copy
-import ctypes
 import functools
-import platform
 from collections import OrderedDict
 from typing import Any
 
 import torch
 import torch.nn as nn
 
-__all__ = ["FrozenCopy", "FrozenTextRunner", "TextFeatureCache", "resolve_text_dtype", "optimizer_kwargs", "loader_kwargs",
-           "fast_bf16_cpu", "fast_bf16", "retain_freed_memory",
-           "resolve_retain_memory", "STRAIGHTFORWARD_OVERRIDES", "TEXT_PRECISIONS", "OPTIM_IMPLS", "LOGITS_AT"]
+from .choices import TEXT_PRECISIONS
 
-TEXT_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-OPTIM_IMPLS = ("auto", "fused", "foreach", "loop")
-LOGITS_AT = ("masked", "all")
-
-#: config overrides that give the straightforward (unoptimised) ICMLM step of benchmark P2
-STRAIGHTFORWARD_OVERRIDES = ["text.precision=fp32", "text.cache_size=0", "model.logits=all",
-                             "model.channels_last=false", "model.fusion_impl=reference"]
+__all__ = ["FrozenCopy", "FrozenTextRunner", "TextFeatureCache", "resolve_text_dtype", "fast_bf16_cpu", "fast_bf16",
+           "TEXT_PRECISIONS"]
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -189,63 +170,3 @@ class FrozenTextRunner:
         for r, v in enumerate(found):
             out[r, :lengths[r]] = v
         return out
-
-
-def optimizer_kwargs(impl: str, params: list[torch.Tensor]) -> dict[str, bool]:
-    """Keyword arguments of ``torch.optim.AdamW`` for ``optim.impl``. ``auto``: fused when every parameter is
-    a floating tensor on a device the fused kernel supports (CUDA, CPU in torch >= 2.4), else foreach."""
-    if impl not in OPTIM_IMPLS:
-        raise ValueError(f"optim.impl={impl!r}; choose one of {list(OPTIM_IMPLS)}")
-    if impl == "loop":
-        return {"foreach": False}
-    if impl == "foreach":
-        return {"foreach": True}
-    if impl == "fused":
-        return {"fused": True}
-    devices = {p.device.type for p in params}
-    ok = bool(params) and devices <= {"cuda", "cpu"} and all(p.is_floating_point() for p in params)
-    if ok and "cpu" in devices:
-        ok = tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 4)
-    return {"fused": True} if ok else {"foreach": True}
-
-
-def loader_kwargs(data_cfg: dict, device_type: str) -> dict[str, Any]:
-    """Extra DataLoader arguments: ``pin_memory`` (auto = on CUDA) and ``prefetch_factor`` (with workers)."""
-    pin = data_cfg.get("pin_memory", "auto")
-    out: dict[str, Any] = {"pin_memory": (device_type == "cuda") if pin == "auto" else bool(pin)}
-    if data_cfg.get("num_workers", 0) > 0:
-        out["prefetch_factor"] = int(data_cfg.get("prefetch_factor", 2) or 2)
-    return out
-
-
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt(3) parameters
-
-
-def retain_freed_memory(enable: bool = True) -> bool:
-    """Keep freed memory in this process instead of returning it to the OS (glibc only; returns whether it
-    was applied). A CPU training step allocates and frees gigabytes of activations and gradients; by default
-    glibc serves large blocks (above a threshold that starts at 128 KB and grows up to 32 MB) with ``mmap``,
-    unmaps them on free and trims the heap, so every step page-faults them in again (measured here: up to
-    ~400 000 faults and ~1 s of system time per ICMLM ResNet-50 step at batch 16). With large blocks
-    taken from the heap and the heap never trimmed, memory stays at the peak of a step and is reused — the
-    effect of the jemalloc/tcmalloc preloads recommended for CPU training, without a preload. Processes
-    forked afterwards (DataLoader workers) inherit the setting. ``enable=False`` restores glibc's defaults."""
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # pragma: no cover - glibc reported but not loadable
-        return False
-    if enable:
-        ok = libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
-    else:
-        ok = libc.mallopt(_M_MMAP_MAX, 65536) and libc.mallopt(_M_TRIM_THRESHOLD, 128 * 1024)
-        libc.malloc_trim(0)
-    return bool(ok)
-
-
-def resolve_retain_memory(value: Any, device_type: str) -> bool:
-    """``run.retain_memory``: ``auto`` = on when training on the CPU, else the given boolean."""
-    if value == "auto":
-        return device_type == "cpu"
-    return bool(value)

@@ -1,0 +1,41 @@
+"""Process memory policy of CPU training (``run.retain_memory``): keep freed memory instead of faulting it in
+again at every step."""
+from __future__ import annotations
+
+import ctypes
+import platform
+from typing import Any
+
+__all__ = ["retain_freed_memory", "resolve_retain_memory"]
+
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt(3) parameters
+
+
+def retain_freed_memory(enable: bool = True) -> bool:
+    """Keep freed memory in this process instead of returning it to the OS (glibc only; returns whether it
+    was applied). A CPU training step allocates and frees gigabytes of activations and gradients; by default
+    glibc serves large blocks (above a threshold that starts at 128 KB and grows up to 32 MB) with ``mmap``,
+    unmaps them on free and trims the heap, so every step page-faults them in again (measured here: up to
+    ~400 000 faults and ~1 s of system time per ICMLM ResNet-50 step at batch 16). With large blocks
+    taken from the heap and the heap never trimmed, memory stays at the peak of a step and is reused — the
+    effect of the jemalloc/tcmalloc preloads recommended for CPU training, without a preload. Processes
+    forked afterwards (DataLoader workers) inherit the setting. ``enable=False`` restores glibc's defaults."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # pragma: no cover - glibc reported but not loadable
+        return False
+    if enable:
+        ok = libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+    else:
+        ok = libc.mallopt(_M_MMAP_MAX, 65536) and libc.mallopt(_M_TRIM_THRESHOLD, 128 * 1024)
+        libc.malloc_trim(0)
+    return bool(ok)
+
+
+def resolve_retain_memory(value: Any, device_type: str) -> bool:
+    """``run.retain_memory``: ``auto`` = on when training on the CPU, else the given boolean."""
+    if value == "auto":
+        return device_type == "cpu"
+    return bool(value)

@@ -1,0 +1,106 @@
+"""Everything a run needs before its first step: the text side, the tag vocabulary, transforms, data loaders and
+the model."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from .data import Collator, SampleBuilder, build_loader, build_source
+from .data.transforms import run_transforms
+from .distributed import DistInfo, barrier, is_main
+from .masking import CaptionMasker
+from .model import ICMLM, build_model
+
+__all__ = ["Pipeline", "build_pipeline", "resolve_tags"]
+
+
+@dataclass
+class Pipeline:
+    """What :func:`build_pipeline` made. ``train`` / ``val`` are (DataLoader, the object that takes
+    ``set_epoch``) or None; ``text`` is None without an MLM head, ``tags`` None without tags."""
+    text: Any
+    tags: list[str] | None
+    train: tuple[Any, Any]
+    val: tuple[Any, Any] | None
+    model: ICMLM
+    eval_transform: Callable
+
+    @property
+    def tokenizer(self):
+        return self.text.tokenizer if self.text else None
+
+
+def _tags_needed(cfg: dict) -> bool:
+    heads = cfg["model"]["heads"]
+    return "tp" in heads or (cfg["masking"]["strategy"] == "tags" and any(h in heads for h in ("attfc", "tfm")))
+
+
+def _write_run_tags(t: dict, local: Path, source) -> None:
+    """Write ``RUN/tags.txt`` from the ``tags`` config section: a copied file, the data set's labels, or tags
+    mined from the training captions."""
+    from .tags import load_tags, mine_tags, write_tags
+    if t["source"] == "file":
+        if not t["file"]:
+            raise ValueError("tags.source=file needs tags.file (make one with `icmlm-train build-tags`)")
+        write_tags(load_tags(t["file"]), local, source=f"copied from {t['file']}")
+    elif t["source"] == "labels":
+        if source is None or not hasattr(source, "label_names") or not source.label_names():
+            raise ValueError("tags.source=labels needs a data set with object labels (COCO with "
+                             "data.coco.instances, synthetic, or a pairs file with 'labels')")
+        write_tags(list(source.label_names()), local, source="data set labels")
+    else:
+        if source is None or not hasattr(source, "caption"):
+            raise ValueError("tags.source=mine needs a map-style data set; for WebDataset run "
+                             "`icmlm-train build-tags` first and set tags.source=file")
+        n = min(len(source), t["max_captions"])
+        mined = mine_tags([source.caption(i) for i in range(n)], pos=t["pos"], min_count=t["min_count"],
+                          top_k=t["top_k"])
+        if not mined:
+            raise ValueError(f"no tag reached tags.min_count={t['min_count']} in {n} captions; lower it")
+        write_tags(mined, local, source=f"mined from {n} training captions")
+
+
+def resolve_tags(cfg: dict, run_dir: Path, source, info: DistInfo) -> list[str] | None:
+    """The tag vocabulary; always copied to ``RUN/tags.txt`` and the config pointed at it."""
+    from .tags import load_tags
+    if not _tags_needed(cfg):
+        return None
+    t = cfg["tags"]
+    local = run_dir / "tags.txt"
+    if t["file"] and not Path(t["file"]).is_absolute() and (run_dir / t["file"]).is_file():
+        return load_tags(run_dir / t["file"])
+    if is_main(info) and not local.exists():
+        _write_run_tags(t, local, source)
+    barrier(info)
+    cfg["tags"]["file"], cfg["tags"]["source"] = "tags.txt", "file"
+    return load_tags(local)
+
+
+def build_pipeline(cfg: dict, run_dir: Path, info: DistInfo, *, text=None) -> Pipeline:
+    """Everything but the loop: text side, tags, transforms, loaders and the model."""
+    from .tags import load_tag_pos
+    from .text import load_text_side
+    heads = cfg["model"]["heads"]
+    fusion = any(h in heads for h in ("attfc", "tfm"))
+    if text is None and fusion:
+        text = load_text_side(cfg["text"]["model"])
+    train_source = build_source(cfg, "train")
+    tags = resolve_tags(cfg, run_dir, train_source, info)
+    masker = None
+    if fusion:
+        m = cfg["masking"]
+        masker = CaptionMasker(text.tokenizer, tags, max_length=cfg["text"]["max_length"], strategy=m["strategy"],
+                               k=m["k"], no_tag=m["no_tag"], random_prob=m["random_prob"],
+                               groups=load_tag_pos(run_dir / "tags.txt") if m["together"] == "pos" else None)
+    tag_index = {w: i for i, w in enumerate(tags)} if ("tp" in heads and tags) else None
+    train_tf, eval_tf = run_transforms(cfg["model"]["backbone"], cfg["data"])
+    tp_targets = cfg["model"]["tp"]["targets"]
+    seed = cfg["run"]["seed"]
+    collator = Collator(text.tokenizer.pad_token_id if text else 0)
+    train = build_loader(cfg, "train", SampleBuilder(train_tf, masker, tag_index, tp_targets=tp_targets, seed=seed),
+                         collator, rank=info.rank, world_size=info.world_size, source=train_source)
+    val = build_loader(cfg, "val", SampleBuilder(eval_tf, masker, tag_index, tp_targets=tp_targets, seed=seed + 1),
+                       collator, rank=info.rank, world_size=info.world_size)
+    model = build_model(cfg, text, len(tags) if tags else 0)
+    return Pipeline(text=text, tags=tags, train=train, val=val, model=model, eval_transform=eval_tf)
