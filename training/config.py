@@ -55,8 +55,11 @@ DEFAULTS: dict[str, Any] = {
                  "val_captions": None, "val_instances": None, "val_images": None},
         "vg": {"regions": None, "images": None, "image_data": None, "min_region_frac": 0.0},
         "pairs": {"file": None, "image_root": None, "val_file": None},
-        "webdataset": {"urls": None, "epoch_samples": 10000, "shuffle": 1000,
-                       "image_keys": "jpg;jpeg;png;webp", "caption_keys": "txt;caption"},
+        # epoch_samples: samples per process per epoch; shuffle: sample shuffle buffer; shard_shuffle: true
+        # (permute the shard list each epoch) | N (shard shuffle buffer) | false; resampled: draw shards with
+        # replacement per worker (open_clip's --dataset-resampled) instead of splitting them
+        "webdataset": {"urls": None, "epoch_samples": 10000, "shuffle": 1000, "shard_shuffle": True,
+                       "resampled": False, "image_keys": "jpg;jpeg;png;webp", "caption_keys": "txt;caption"},
     },
     "text": {
         "model": "minilm",        # "minilm" = the embedded MiniLM; else any BERT-style name or local path
@@ -211,6 +214,25 @@ class _Bad(Exception):
         self.spec = spec
 
 
+class _Either(Spec):
+    """A value that passes any of ``specs`` (the first that accepts it normalises it)."""
+
+    def __init__(self, *specs: Spec) -> None:
+        super().__init__("either")
+        self.specs = specs
+
+    def describe(self) -> str:
+        return " or ".join(s.describe() for s in self.specs)
+
+    def check(self, v: Any) -> Any:
+        for s in self.specs:
+            try:
+                return s.check(v)
+            except _Bad:
+                pass
+        raise _Bad(self)
+
+
 def _i(lo: int | None = 0, hi: int | None = None, none: bool = False) -> Spec:
     return Spec("int", lo, hi, none=none)
 
@@ -241,7 +263,8 @@ SCHEMA: dict[str, Any] = {
                                     "val_images"), _PATH),
              "vg": {"regions": _PATH, "images": _PATH, "image_data": _PATH, "min_region_frac": _f(0.0, 1.0)},
              "pairs": {"file": _PATH, "image_root": _PATH, "val_file": _PATH},
-             "webdataset": {"urls": Spec("paths", none=True), "epoch_samples": _i(1), "shuffle": _i(0), "image_keys": _S,
+             "webdataset": {"urls": Spec("paths", none=True), "epoch_samples": _i(1), "shuffle": _i(0),
+                            "shard_shuffle": _Either(_B, _i(1)), "resampled": _B, "image_keys": _S,
                             "caption_keys": _S}},
     "text": {"model": _S, "max_length": _i(4), "mlm_head": _c("auto", "pretrained", "tied"),
              "precision": _c(*TEXT_PRECISIONS), "cache_size": _i(0)},

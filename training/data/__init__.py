@@ -73,6 +73,7 @@ def build_loader(cfg: dict, split: str, builder: SampleBuilder, collator: Collat
         w = d["webdataset"]
         ds = WebDatasetStream(_need(w, "urls", "webdataset"), builder, rank=rank, world_size=world_size,
                               seed=cfg["run"]["seed"], shuffle=w["shuffle"], epoch_samples=w["epoch_samples"],
+                              shard_shuffle=w["shard_shuffle"], resampled=w["resampled"],
                               image_keys=w["image_keys"], caption_keys=w["caption_keys"])
         ds.batches_per_epoch = lambda: w["epoch_samples"] // bs  # type: ignore[attr-defined]
         return torch.utils.data.DataLoader(ds, batch_size=bs, **common), ds
