@@ -74,7 +74,10 @@ def test_export_reloads_in_timm_and_inference_api(tmp_path, tag_file, text_side,
     assert rc == 0, capsys.readouterr().err
     assert {"model.safetensors", "config.json", "README.md"} <= {p.name for p in out.iterdir()}
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["pretrained_cfg"]["input_size"] == [3, 64, 64]
+    # one preprocessing record: what the run wrote is what the weights carry and what inference uses
+    recorded = json.loads((run / "preprocessing.json").read_text())
+    assert recorded["input_size"] == [3, 64, 64] and recorded["crop_pct"] == 1.0
+    assert {k: cfg["pretrained_cfg"][k] for k in recorded} == recorded
     m = timm.create_model("icmlm_resnet_tiny", pretrained=True,
                           pretrained_cfg_overlay=dict(file=str(out / "model.safetensors"))).eval()
     loaded = load_run(run)

@@ -70,8 +70,6 @@ def held_out_figure(run_dir: str | Path, *, seed: int = 10_000, index: int = 0) 
     masked, and where the run's masked-word head looks. None when the run has no masked-word head."""
     import re
 
-    import torch
-
     from .data.synthetic import SyntheticScenes
     from .inference import load_run, predict_masked
 

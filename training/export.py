@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import torch
 import yaml
 
 from . import checkpoint as ckpt
+from .data.transforms import read_run_preprocessing
 
 __all__ = ["backbone_state_dict", "export_run", "verify_export"]
 
@@ -60,10 +60,7 @@ def export_run(run_dir: str | Path, model_name: str | None, tag: str, out_dir: s
     metrics = [{"name": f"masked_word_{k}", "value": round(float(ev[k]), 4), "protocol": "icmlm-train eval (val split)",
                 "dataset": cfg["data"]["kind"], "provenance": f"measured by icmlm-train, {path.name}"}
                for k in ("top1", "top5", "visual_top1") if k in ev]
-    size = cfg["data"]["image_size"]
-    pre: dict[str, Any] = {"input_size": [3, size, size]}
-    if cfg["data"].get("eval_crop_pct"):
-        pre["crop_pct"] = cfg["data"]["eval_crop_pct"]
+    pre = read_run_preprocessing(run_dir, cfg)  # what the run trained and evaluated with
     recipe = {"method": "ICMLM", "heads": cfg["model"]["heads"], "text_model": cfg["text"]["model"],
               "steps": state["step"], "batch_size": cfg["train"]["batch_size"], "optim": cfg["optim"],
               "masking": cfg["masking"], "checkpoint": path.name}

@@ -16,7 +16,9 @@ import torch
 
 from . import checkpoint as ckpt
 from .config import load_config
-from .data.transforms import run_transforms
+from icmlm_zoo.transforms import create_image_transform
+
+from .data.transforms import read_run_preprocessing
 from .model import ICMLM, build_model
 from .tags import load_tags, split_words
 
@@ -66,7 +68,7 @@ def load_run(run_dir: str | Path, checkpoint: str | int = "last", device: str | 
     model.load_trainable_state_dict(state["model"])
     dev = torch.device(device)
     model.to(dev).eval()
-    tf = run_transforms(cfg["model"]["backbone"], cfg["data"])[1]
+    tf = create_image_transform(read_run_preprocessing(run_dir, cfg))
     return LoadedRun(model=model, tokenizer=text.tokenizer if text else None, config=cfg, transform=tf,
                      backbone_name=cfg["model"]["backbone"], tags=tags, run_dir=run_dir, step=int(state["step"]),
                      device=dev)

@@ -26,7 +26,6 @@ class Masked:
     input_ids: list[int]
     labels: list[int]
     masked_words: list[str] = field(default_factory=list)
-    words: list[str] = field(default_factory=list)
     truncated: bool = False
 
 
@@ -99,7 +98,7 @@ class CaptionMasker:
             if w is not None and words[w] in chosen:
                 labels[p] = ids[p]
                 out[p] = self.mask_id
-        return Masked(out, labels, sorted(chosen), words, truncated)
+        return Masked(out, labels, sorted(chosen), truncated)
 
     def _random(self, ids, labels, words, truncated, rng) -> Masked:
         positions = [p for p, t in enumerate(ids) if t not in self.special]
@@ -115,4 +114,4 @@ class CaptionMasker:
                 out[p] = self.mask_id
             elif r < 0.9:
                 out[p] = int(rng.integers(0, vocab))
-        return Masked(out, labels, [], words, truncated)
+        return Masked(out, labels, [], truncated)

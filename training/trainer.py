@@ -23,6 +23,7 @@ from . import checkpoint as ckpt
 from .attention_figure import held_out_figure_quietly
 from .config import dump
 from .curves import plot_run_quietly
+from .data.transforms import PREPROCESSING_FILE, run_preprocessing
 from .distributed import DistInfo, barrier, gather_objects, is_main, say
 from .evaluation import eval_line, evaluate, to_device, topk_hits, visual_words_for
 from .guards import DataFailureError, Guards, NoProgressError, NonFiniteError
@@ -124,6 +125,8 @@ class _Loop:
             saved = json.loads(json.dumps(cfg))
             saved["run"]["stop_after"] = None
             (run_dir / "config.yaml").write_text(dump(saved))
+            pre = run_preprocessing(cfg["model"]["backbone"], cfg["data"])
+            (run_dir / PREPROCESSING_FILE).write_text(json.dumps(pre, indent=2) + "\n")
         barrier(info)
         module = self.model
         if info.enabled:

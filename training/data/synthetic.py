@@ -3,7 +3,7 @@
 Each scene holds 1-3 coloured shapes of two sizes on a plain, slightly noisy background, placed in distinct
 cells of a 3x3 grid; the caption describes them with a small grammar (varied phrasing). Scene ``i`` of seed
 ``s`` is a pure function of ``(s, i)``: the same seed gives the same images and captions, another seed gives
-unseen scenes (evaluation uses seeds from 10_000 on for held-out probes). Ground-truth boxes are kept.
+unseen scenes (validation uses seed 10_000 by default, the held-out probes 20_000 on). Ground-truth boxes are kept.
 """
 from __future__ import annotations
 
@@ -47,13 +47,11 @@ def _article(next_word: str) -> str:
 
 
 def _noun_phrase(obj: dict, rng: np.random.Generator) -> str:
-    form = int(rng.integers(0, 4))
-    if form == 0:
+    form = int(rng.integers(0, 4))  # four draws, three phrasings: "size colour shape" is twice as likely
+    if form in (0, 2):
         words = [obj["size"], obj["color"], obj["shape"]]
     elif form == 1:
         words = [obj["color"], obj["shape"]]
-    elif form == 2:
-        words = [obj["size"], obj["color"], obj["shape"]]
     else:
         return f"{_article(obj['size'])} {obj['size']} {obj['shape']} that is {obj['color']}"
     return f"{_article(words[0])} {' '.join(words)}"
@@ -173,7 +171,7 @@ def write_jsonl(scenes: SyntheticScenes, out_dir: str | Path, *, image_format: s
     """Write every scene as ``out_dir/images/NNNNNN.png`` plus ``out_dir/captions.jsonl``.
 
     Each JSONL line: ``{"image": "images/NNNNNN.png", "caption": ..., "objects": [...], "labels": [...]}``,
-    the format :class:`icmlm_zoo.training.data.pairs.PairsDataset` reads. Refuses to overwrite an existing file.
+    the format :class:`icmlm_zoo.training.data.pairs.PairsSource` reads. Refuses to overwrite an existing file.
     """
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)

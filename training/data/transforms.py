@@ -1,15 +1,18 @@
-"""A run's image transforms: :func:`icmlm_zoo.transforms.create_image_transform` with the backbone's
-pretrained cfg (mean/std/interpolation/crop_pct) and the run's ``data`` section (size, scale_min, hflip,
-eval_crop_pct)."""
+"""A run's preprocessing record and image transforms: :func:`icmlm_zoo.transforms.create_image_transform` with
+the backbone's pretrained cfg (mean/std/interpolation/crop_pct) and the run's ``data`` section (size, scale_min,
+hflip, eval_crop_pct). The trainer writes the record to ``RUN/preprocessing.json``; inference, evaluation and
+export read it from there."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
 from icmlm_zoo.transforms import create_image_transform
 
-__all__ = ["backbone_norm", "run_transforms"]
+__all__ = ["backbone_norm", "run_preprocessing", "read_run_preprocessing", "run_transforms", "PREPROCESSING_FILE"]
 
 
 def backbone_norm(model_name: str) -> dict[str, Any]:
@@ -22,11 +25,30 @@ def backbone_norm(model_name: str) -> dict[str, Any]:
     return timm.data.resolve_model_data_config(m)
 
 
+PREPROCESSING_FILE = "preprocessing.json"
+
+
+def run_preprocessing(backbone: str, data_cfg: dict[str, Any]) -> dict[str, Any]:
+    """The evaluation preprocessing of a run (timm data-config keys): the run's size and ``eval_crop_pct``, the
+    backbone's mean/std/interpolation (and crop_pct unless the run sets one)."""
+    norm = backbone_norm(backbone)
+    size = int(data_cfg["image_size"])
+    return {"input_size": [3, size, size], "mean": [float(v) for v in norm["mean"]],
+            "std": [float(v) for v in norm["std"]], "interpolation": norm.get("interpolation", "bilinear"),
+            "crop_pct": float(data_cfg.get("eval_crop_pct") or norm.get("crop_pct", 0.875))}
+
+
+def read_run_preprocessing(run_dir: str | Path, cfg: dict[str, Any]) -> dict[str, Any]:
+    """What the run recorded in ``RUN/preprocessing.json`` (runs from before that file: derived from its
+    config as the trainer did)."""
+    path = Path(run_dir) / PREPROCESSING_FILE
+    if path.is_file():
+        return json.loads(path.read_text())
+    return run_preprocessing(cfg["model"]["backbone"], cfg["data"])
+
+
 def run_transforms(backbone: str, data_cfg: dict[str, Any]) -> tuple[Callable, Callable]:
     """(training transform, evaluation transform) of a run with this backbone and ``data`` config section."""
-    norm = backbone_norm(backbone)
-    size = data_cfg["image_size"]
-    train = create_image_transform(norm, training=True, image_size=size, scale_min=data_cfg["scale_min"],
-                                   hflip=data_cfg["hflip"])
-    evaluation = create_image_transform(norm, image_size=size, crop_pct=data_cfg["eval_crop_pct"])
-    return train, evaluation
+    pre = run_preprocessing(backbone, data_cfg)
+    train = create_image_transform(pre, training=True, scale_min=data_cfg["scale_min"], hflip=data_cfg["hflip"])
+    return train, create_image_transform(pre)
