@@ -87,6 +87,28 @@ def _cmd_export_detectron2(args: argparse.Namespace) -> int:
     return run_from_args(args)
 
 
+def _add_publish(command) -> None:
+    """The ``publish`` sub-command and its options."""
+    p = command("publish", "upload a weight folder to the Hub and make its manifest entry",
+                "Upload model.safetensors, config.json and README.md of DIR (nothing else; a folder holding\n"
+                "symlinks or dotfiles is refused) to a Hub repo, private unless --public. The manifest entry\n"
+                "(revision, sha256, bytes) is printed and written to --manifest; the folder is not modified.")
+    p.add_argument("dir", help="weight folder written by icmlm-zoo convert or icmlm-train export")
+    p.add_argument("--repo", required=True, help="ORG/NAME on the Hub")
+    p.add_argument("--model", default=None, help="model name to record (default: from the folder's config.json)")
+    p.add_argument("--tag", default=None, help="tag to record (default: from the folder's config.json)")
+    p.add_argument("--manifest", default=None,
+                   help="manifest file to write the entry to; a new file starts from the manifest in use "
+                        "(default: $ICMLM_ZOO_MANIFEST, else the checkout's weights_manifest.json when run from a "
+                        "checkout, else only print the entry)")
+    p.add_argument("--endpoint", default=None, help="Hub endpoint (default: HF_ENDPOINT or huggingface.co)")
+    visibility = p.add_mutually_exclusive_group()
+    visibility.add_argument("--public", action="store_true", help="create the repo public (default: private)")
+    visibility.add_argument("--private", action="store_true", help="create the repo private (the default)")
+    p.add_argument("--message", default="Add ICMLM weights", help="commit message")
+    p.set_defaults(func=_cmd_publish)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .cli_support import HelpFormatter, add_version
 
@@ -126,24 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace model.safetensors/config.json/README.md already in --out (default: refuse)")
     p.set_defaults(func=_cmd_convert)
 
-    p = command("publish", "upload a weight folder to the Hub and make its manifest entry",
-                "Upload model.safetensors, config.json and README.md of DIR (nothing else; a folder holding\n"
-                "symlinks or dotfiles is refused) to a Hub repo, private unless --public. The manifest entry\n"
-                "(revision, sha256, bytes) is printed and written to --manifest; the folder is not modified.")
-    p.add_argument("dir", help="weight folder written by icmlm-zoo convert or icmlm-train export")
-    p.add_argument("--repo", required=True, help="ORG/NAME on the Hub")
-    p.add_argument("--model", default=None, help="model name to record (default: from the folder's config.json)")
-    p.add_argument("--tag", default=None, help="tag to record (default: from the folder's config.json)")
-    p.add_argument("--manifest", default=None,
-                   help="manifest file to write the entry to; a new file starts from the manifest in use "
-                        "(default: $ICMLM_ZOO_MANIFEST, else the checkout's weights_manifest.json when run from a "
-                        "checkout, else only print the entry)")
-    p.add_argument("--endpoint", default=None, help="Hub endpoint (default: HF_ENDPOINT or huggingface.co)")
-    visibility = p.add_mutually_exclusive_group()
-    visibility.add_argument("--public", action="store_true", help="create the repo public (default: private)")
-    visibility.add_argument("--private", action="store_true", help="create the repo private (the default)")
-    p.add_argument("--message", default="Add ICMLM weights", help="commit message")
-    p.set_defaults(func=_cmd_publish)
+    _add_publish(command)
 
     from .detection.detectron2 import add_arguments as add_detectron2_arguments
 

@@ -64,6 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, description=textwrap.fill(help[0].upper() + help[1:] + ".", 100),
                               formatter_class=HelpFormatter, **kw)
 
+    _add_backbone_commands(add)
+    _add_run_commands(add)
+    return parser
+
+
+def _add_backbone_commands(add) -> None:
+    """Sub-commands that score frozen backbones (any model spec)."""
     p = add("voc07", "VOC07 linear SVMs on frozen pooled features (mAP); needs the [eval] extra")
     _model_args(p)
     p.add_argument("--data", required=True, help="VOC2007 folder (JPEGImages, ImageSets/Main, Annotations)")
@@ -98,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the generated scenes and the probes")
     p.add_argument("--out", default="eval_results/compare", help="folder for compare.json/.md and compare.png")
 
+
+def _add_run_commands(add) -> None:
+    """Sub-commands that need a training run (its heads) or train runs themselves."""
     p = add("pointing", "pointing game for one training run on held-out scenes; needs the [train] extra")
     p.add_argument("--run", required=True, help="icmlm-train run folder")
     p.add_argument("--checkpoint", default="last", help="'last', a step number or a checkpoint file")
@@ -132,8 +142,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a smoke run with a tiny budget (not a result)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides for every variant")
 
-    return parser
-
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``icmlm-eval``; returns the exit status (user mistakes are printed as one line)."""
@@ -149,78 +157,89 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def _voc07(args: argparse.Namespace) -> tuple[str, dict, str]:
+    from . import voc07
+
+    cache = args.cache_dir or str(Path(args.out) / "cache")
+    result = voc07.run_voc07(args.model, args.data, arch=args.arch, stage=args.stage, image_size=args.image_size,
+                             batch_size=args.batch_size, costs=tuple(args.costs or voc07.DEFAULT_COSTS),
+                             cache_dir=cache, device=args.device, seed=args.seed, num_workers=args.workers)
+    return "voc07", result, voc07.markdown(result)
+
+
+def _linear(args: argparse.Namespace) -> tuple[str, dict, str]:
+    from . import linear_probe as lp
+
+    cfg = lp.ProbeConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                         stage=args.stage, image_size=args.image_size, seed=args.seed, num_workers=args.workers)
+    result = lp.run_linear_probe(args.model, args.data, args.out, val_data=args.val_data, arch=args.arch,
+                                 config=cfg, resume=args.resume, device=args.device)
+    return "linear_probe", result, lp.markdown(result)
+
+
+def _compare(args: argparse.Namespace) -> tuple[str, dict, str]:
+    from . import compare as cmp
+
+    result = cmp.compare(args.models, num_train=args.num_train, num_test=args.num_test, image_size=args.image_size,
+                         stage=args.stage, seed=args.seed, pointing=not args.no_pointing,
+                         pointing_scenes=args.pointing_scenes, batch_size=args.batch_size, device=args.device,
+                         arch=args.arch)
+    print(f"figure: {cmp.plot(result, Path(args.out) / 'compare.png')}")
+    return "compare", result, cmp.markdown(result)
+
+
+def _pointing(args: argparse.Namespace) -> tuple[str, dict, str]:
+    from .pointing_game import run_pointing_game
+
+    result = run_pointing_game(args.run, num_scenes=args.num_scenes, image_size=args.image_size, seed=args.seed,
+                               checkpoint=args.checkpoint, tolerance=args.tolerance)
+    result["run"] = args.run
+    table = (f"# Pointing game — `{args.run}`\n\n| pointing acc (%) | chance (%) | masked shape top-1 (%) | "
+             f"scenes |\n|---:|---:|---:|---:|\n| {100 * result['pointing_acc']:.1f} | "
+             f"{100 * result['pointing_chance']:.1f} | {100 * result['masked_shape_top1']:.1f} | "
+             f"{result['n_masked']} |\n")
+    return "pointing", result, table
+
+
+def _attention(args: argparse.Namespace) -> None:
+    from .attention_maps import attention_maps
+
+    result = attention_maps(args.run, args.image, args.caption, args.out, checkpoint=args.checkpoint, topk=args.topk)
+    for m, fig in zip(result["masks"], result["figures"]):
+        words = ", ".join(f"{t} {p:.2f}" for t, p in zip(m["topk_tokens"], m["topk_probs"]))
+        print(f"{fig}: {words}")
+
+
+def _grounding(args: argparse.Namespace) -> tuple[str, dict, str]:
+    from .grounding import markdown, run_grounding
+
+    result = {"run": args.run, **run_grounding(args.run, num_scenes=args.num_scenes, seed=args.seed,
+                                               checkpoint=args.checkpoint, device=args.device)}
+    return "grounding", result, markdown(result)
+
+
+def _fidelity(args: argparse.Namespace) -> None:
+    from .fidelity import markdown, run_fidelity
+
+    result = run_fidelity(args.out, seeds=args.seeds, quick=args.quick, overrides=args.set)
+    print(markdown(result))
+    print(f"wrote {Path(args.out) / 'fidelity.json'} and {Path(args.out) / 'fidelity.md'}")
+
+
+# each command: a function that prints what it made, or returns (results name, result, markdown table) to write
+COMMANDS = {"voc07": _voc07, "linear": _linear, "compare": _compare, "probes": _compare, "pointing": _pointing,
+            "attention": _attention, "grounding": _grounding, "fidelity": _fidelity}
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     from .reporting import write_results
 
-    if args.command == "voc07":
-        from . import voc07
-
-        cache = args.cache_dir or str(Path(args.out) / "cache")
-        result = voc07.run_voc07(args.model, args.data, arch=args.arch, stage=args.stage, image_size=args.image_size,
-                                 batch_size=args.batch_size, costs=tuple(args.costs or voc07.DEFAULT_COSTS),
-                                 cache_dir=cache, device=args.device, seed=args.seed, num_workers=args.workers)
-        table = voc07.markdown(result)
-        js, md = write_results(args.out, "voc07", result, table)
-    elif args.command == "linear":
-        from . import linear_probe as lp
-
-        cfg = lp.ProbeConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                             weight_decay=args.weight_decay, stage=args.stage, image_size=args.image_size,
-                             seed=args.seed, num_workers=args.workers)
-        result = lp.run_linear_probe(args.model, args.data, args.out, val_data=args.val_data, arch=args.arch,
-                                     config=cfg, resume=args.resume, device=args.device)
-        table = lp.markdown(result)
-        js, md = write_results(args.out, "linear_probe", result, table)
-    elif args.command in ("compare", "probes"):
-        from . import compare as cmp
-
-        result = cmp.compare(args.models, num_train=args.num_train, num_test=args.num_test,
-                             image_size=args.image_size, stage=args.stage, seed=args.seed,
-                             pointing=not args.no_pointing, pointing_scenes=args.pointing_scenes,
-                             batch_size=args.batch_size, device=args.device, arch=args.arch)
-        table = cmp.markdown(result)
-        js, md = write_results(args.out, "compare", result, table)
-        print(f"figure: {cmp.plot(result, Path(args.out) / 'compare.png')}")
-    elif args.command == "pointing":
-        from .pointing_game import run_pointing_game
-
-        result = run_pointing_game(args.run, num_scenes=args.num_scenes, image_size=args.image_size,
-                                   seed=args.seed, checkpoint=args.checkpoint, tolerance=args.tolerance)
-        result["run"] = args.run
-        table = (f"# Pointing game — `{args.run}`\n\n| pointing acc (%) | chance (%) | masked shape top-1 (%) | "
-                 f"scenes |\n|---:|---:|---:|---:|\n| {100 * result['pointing_acc']:.1f} | "
-                 f"{100 * result['pointing_chance']:.1f} | {100 * result['masked_shape_top1']:.1f} | "
-                 f"{result['n_masked']} |\n")
-        js, md = write_results(args.out, "pointing", result, table)
-    elif args.command == "attention":
-        from .attention_maps import attention_maps
-
-        result = attention_maps(args.run, args.image, args.caption, args.out, checkpoint=args.checkpoint,
-                                topk=args.topk)
-        for m, fig in zip(result["masks"], result["figures"]):
-            words = ", ".join(f"{t} {p:.2f}" for t, p in zip(m["topk_tokens"], m["topk_probs"]))
-            print(f"{fig}: {words}")
-        return 0
-    elif args.command == "grounding":
-        from .grounding import markdown as grounding_md
-        from .grounding import run_grounding
-
-        result = {"run": args.run, **run_grounding(args.run, num_scenes=args.num_scenes, seed=args.seed,
-                                                   checkpoint=args.checkpoint, device=args.device)}
-        table = grounding_md(result)
-        js, md = write_results(args.out, "grounding", result, table)
-    elif args.command == "fidelity":
-        from .fidelity import markdown as fidelity_md
-        from .fidelity import run_fidelity
-
-        result = run_fidelity(args.out, seeds=args.seeds, quick=args.quick, overrides=args.set)
-        print(fidelity_md(result))
-        print(f"wrote {Path(args.out) / 'fidelity.json'} and {Path(args.out) / 'fidelity.md'}")
-        return 0
-    else:  # pragma: no cover - argparse restricts the choices
-        raise ValueError(f"unknown command {args.command}")
-    print(table)
-    print(f"wrote {js} and {md}")
+    made = COMMANDS[args.command](args)
+    if made is not None:
+        name, result, table = made
+        js, md = write_results(args.out, name, result, table)
+        print(table)
+        print(f"wrote {js} and {md}")
     return 0
 
 

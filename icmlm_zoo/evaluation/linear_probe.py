@@ -73,6 +73,29 @@ def evaluate(features: nn.Module, head: nn.Module, loader: DataLoader, device="c
     return {"top1": top1 / n, "top5": top5 / n, "loss": loss / n}
 
 
+def _train_epoch(features: nn.Module, head: nn.Linear, opt, sched, train_set, cfg: ProbeConfig, epoch: int,
+                 device: str, progress: bool) -> float:
+    """One epoch of the linear layer on frozen features; returns the mean training loss. Augmentation and order
+    depend only on (seed, epoch), so a resumed probe ends where an uninterrupted one does."""
+    from tqdm import tqdm
+
+    torch.manual_seed(cfg.seed * 1000 + epoch)
+    random.seed(cfg.seed * 1000 + epoch)  # timm's random crop draws from Python's generator
+    gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+    loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, generator=gen, num_workers=cfg.num_workers)
+    head.train()
+    total, n = 0.0, 0
+    for x, y in tqdm(loader, desc=f"linear probe epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress):
+        x, y = x.to(device), y.to(device)
+        loss = nn.functional.cross_entropy(head(features(x)), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        total, n = total + loss.item() * y.shape[0], n + y.shape[0]
+    return total / max(n, 1)
+
+
 def run_linear_probe(model: str, data: str | Path, out_dir: str | Path, *, val_data: str | Path | None = None,
                      arch: str | None = None, config: ProbeConfig | None = None, resume: bool = False,
                      device: str = "cpu", progress: bool = True, stop_after_epoch: int | None = None) -> dict:
@@ -81,7 +104,6 @@ def run_linear_probe(model: str, data: str | Path, out_dir: str | Path, *, val_d
     ``stop_after_epoch`` ends this call early (as an interruption would); ``resume=True`` continues later.
     """
     from torchvision.datasets import ImageFolder
-    from tqdm import tqdm
 
     from icmlm_zoo.transforms import create_image_transform
 
@@ -122,23 +144,8 @@ def run_linear_probe(model: str, data: str | Path, out_dir: str | Path, *, val_d
         raise FileExistsError(f"{ckpt_path} exists: pass --resume to continue it or choose another --out")
     val_loader = DataLoader(val_set, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
     for epoch in range(start, cfg.epochs if stop_after_epoch is None else min(cfg.epochs, stop_after_epoch)):
-        torch.manual_seed(cfg.seed * 1000 + epoch)  # augmentation + order depend only on the epoch
-        random.seed(cfg.seed * 1000 + epoch)  # timm's random crop draws from Python's generator
-        gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
-        loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, generator=gen,
-                            num_workers=cfg.num_workers)
-        head.train()
-        total, n = 0.0, 0
-        for x, y in tqdm(loader, desc=f"linear probe epoch {epoch + 1}/{cfg.epochs}", leave=False,
-                         disable=not progress):
-            x, y = x.to(device), y.to(device)
-            loss = nn.functional.cross_entropy(head(features(x)), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            total, n = total + loss.item() * y.shape[0], n + y.shape[0]
-        history.append({"epoch": epoch + 1, "train_loss": total / max(n, 1), "lr": sched.get_last_lr()[0]})
+        train_loss = _train_epoch(features, head, opt, sched, train_set, cfg, epoch, device, progress)
+        history.append({"epoch": epoch + 1, "train_loss": train_loss, "lr": sched.get_last_lr()[0]})
         tmp = ckpt_path.with_suffix(".tmp")
         torch.save({"head": head.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                     "epoch": epoch + 1, "history": history, "num_classes": len(train_set.classes), "dim": dim}, tmp)
