@@ -6,6 +6,7 @@ enforced by :func:`validate_manifest`.
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -167,19 +168,29 @@ def manifest_path() -> Path:
     return Path(env) if env else SHIPPED_MANIFEST
 
 
+_LOADED: dict[Path, tuple[tuple[int, int], dict]] = {}  # path -> ((mtime_ns, size), validated data)
+
+
 def load_manifest(path: str | Path | None = None) -> Manifest:
-    """Read and validate a manifest (default: :func:`manifest_path`)."""
+    """Read and validate a manifest (default: :func:`manifest_path`). A file is parsed and validated once per
+    process (again only when it changes on disk); each call gets its own copy of the data."""
     path = Path(path) if path else manifest_path()
     try:
-        data = json.loads(path.read_text())
+        st = path.stat()
     except FileNotFoundError:
         raise ManifestError(f"Weights manifest not found at {path}. Unset {MANIFEST_ENV} or point it at a file.")
-    except json.JSONDecodeError as e:
-        raise ManifestError(f"Weights manifest {path} is not valid JSON: {e}")
-    errors = validate_manifest(data)
-    if errors:
-        raise ManifestError(f"Weights manifest {path} breaks the schema (docs/manifest.md):\n  " + "\n  ".join(errors))
-    return Manifest(data=data, path=path)
+    key = (st.st_mtime_ns, st.st_size)
+    cached = _LOADED.get(path)
+    if cached is None or cached[0] != key:
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ManifestError(f"Weights manifest {path} is not valid JSON: {e}")
+        errors = validate_manifest(data)
+        if errors:
+            raise ManifestError(f"Weights manifest {path} breaks the schema (docs/manifest.md):\n  " + "\n  ".join(errors))
+        cached = _LOADED[path] = (key, data)
+    return Manifest(data=copy.deepcopy(cached[1]), path=path)
 
 
 def _check_hub(where: str, hub: Any, errors: list[str]) -> None:
