@@ -180,15 +180,5 @@ def test_trainer_has_one_import_name():
     assert "icmlm_zoo.training" in out.stdout
 
 
-@pytest.mark.parametrize("name", ["icmlm_resnet50", "icmlm_resnet18", "icmlm_resnet_tiny", "icmlm_vgg16"])
-def test_pretrained_cfg_is_complete_like_timms_own(name):
-    """timm's own models carry pool_size, first_conv, classifier, ...: so do ours, and they are true."""
-    model = timm.create_model(name)
-    cfg = model.pretrained_cfg
-    for key in ("input_size", "pool_size", "crop_pct", "interpolation", "mean", "std", "first_conv", "classifier",
-                "license"):
-        assert cfg.get(key) is not None, key
-    x = torch.randn(1, *cfg["input_size"])
-    with torch.no_grad():
-        assert tuple(model.forward_features(x).shape[-2:]) == tuple(cfg["pool_size"])
-    assert isinstance(model.get_submodule(cfg["first_conv"]), torch.nn.Conv2d)
+# The pretrained cfgs (every tag's, like timm's own: pool_size, first_conv, classifier, ...) and the rest of timm's
+# model API are checked in test_zoo_timm_conformance.py.

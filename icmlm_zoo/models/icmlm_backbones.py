@@ -38,7 +38,7 @@ _ARCH_ARGS: dict[str, dict[str, Any]] = {
 }
 
 
-def _build(variant: str, model_cls, pretrained: bool, feature_cfg: dict | None = None, **kwargs: Any):
+def _build(variant: str, model_cls, pretrained: bool, arch_feature_cfg: dict | None = None, **kwargs: Any):
     pretrained_cfg, overlay = resolve_pretrained(
         variant,
         pretrained,
@@ -47,13 +47,15 @@ def _build(variant: str, model_cls, pretrained: bool, feature_cfg: dict | None =
         cache_dir=kwargs.get("cache_dir"),
     )
     kwargs.setdefault("num_classes", 0)
+    # the caller's feature_cfg (e.g. feature_cls='fx') is laid over the architecture's, as timm's own models do
+    feature_cfg = dict(arch_feature_cfg or {}, **(kwargs.pop("feature_cfg", None) or {}))
     return build_model_with_cfg(
         model_cls,
         variant,
         pretrained,
         pretrained_cfg=pretrained_cfg,
         pretrained_cfg_overlay=overlay,
-        feature_cfg=feature_cfg,
+        feature_cfg=feature_cfg or None,
         **kwargs,
     )
 
@@ -83,4 +85,7 @@ def icmlm_resnet_tiny(pretrained: bool = False, **kwargs: Any) -> ResNet:
 @register_model
 def icmlm_vgg16(pretrained: bool = False, **kwargs: Any) -> IcmlmVGG:
     """VGG16 conv trunk (no fc6/fc7) pretrained with ICMLM; loads conv-only checkpoints strictly."""
-    return _build("icmlm_vgg16", IcmlmVGG, pretrained, feature_cfg=dict(flatten_sequential=True), **kwargs)
+    # like timm's VGG: features_only defaults to all six levels (five pre-pool maps, the first at stride 1, + pool5)
+    out_indices = kwargs.pop("out_indices", (0, 1, 2, 3, 4, 5))
+    return _build("icmlm_vgg16", IcmlmVGG, pretrained,
+                  arch_feature_cfg=dict(flatten_sequential=True, out_indices=out_indices), **kwargs)

@@ -2,20 +2,24 @@
 
 timm's own VGG always owns fc6/fc7 (``pre_logits``), so a conv-only ICMLM checkpoint cannot load strictly into
 it. This trunk holds exactly ``features.*`` (torchvision's indices), and adds a classifier only when
-``num_classes > 0`` is asked for.
-"""
-from __future__ import annotations
+``num_classes > 0`` is asked for. It follows timm's model API like timm's own VGG does: FX tracing (also of the
+traced graph into TorchScript), TorchScript, ``torch.compile``, ``features_only``/``forward_intermediates``,
+and gradient checkpointing (one checkpoint per feature level).
 
-from typing import Sequence
+No ``from __future__ import annotations`` here on purpose: FX copies ``forward``'s annotations into the code it
+generates, and string annotations come out as names (``_torch_Tensor_``) TorchScript cannot resolve.
+"""
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 from timm.layers import ClassifierHead
+from timm.models import checkpoint
 
 VGG16_LAYOUT: tuple = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 
 
-def _normalize_indices(indices: int | Sequence[int] | None, num_levels: int) -> list[int]:
+def _normalize_indices(indices: Union[int, Sequence[int], None], num_levels: int) -> List[int]:
     """timm's convention: an int n takes the last n levels; a list takes those levels (negatives allowed)."""
     if indices is None:
         return list(range(num_levels))
@@ -41,26 +45,35 @@ class IcmlmVGG(nn.Module):
             drop_rate: float = 0.0,
     ) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        self.feature_info: list[dict] = []
+        layers: List[nn.Module] = []
+        self.feature_info = []
+        self.feature_ends = []  # index in self.features of each feature_info tap (TorchScript infers List[int])
         prev, reduction = in_chans, 1
         for v in layout:
             if v == "M":
                 # the feature tapped before each pool (timm's VGG convention), then pool5 as the last level
                 self.feature_info.append(dict(num_chs=prev, reduction=reduction, module=f"features.{len(layers) - 1}"))
+                self.feature_ends.append(len(layers) - 1)
                 layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
                 reduction *= 2
             else:
                 layers += [nn.Conv2d(prev, v, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
                 prev = v
         self.feature_info.append(dict(num_chs=prev, reduction=reduction, module=f"features.{len(layers) - 1}"))
+        self.feature_ends.append(len(layers) - 1)
         self.features = nn.Sequential(*layers)
-        self.num_features = self.head_hidden_size = prev
+        self.num_features = prev
         self.num_classes = num_classes
         self.drop_rate = drop_rate
         self.global_pool = global_pool
+        self.grad_checkpointing = False
         self.head = ClassifierHead(prev, num_classes, pool_type=global_pool, drop_rate=drop_rate)
+        self.head_hidden_size = self._pooled_width()
         self._init_weights()
+
+    def _pooled_width(self) -> int:
+        """The head's pre-logits width (e.g. 2x num_features for 'catavgmax')."""
+        return self.num_features * self.head.global_pool.feat_mult()
 
     def _init_weights(self) -> None:
         for m in self.modules():
@@ -71,15 +84,39 @@ class IcmlmVGG(nn.Module):
                 nn.init.normal_(m.weight, 0, 0.01)
                 nn.init.zeros_(m.bias)
 
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        return dict(stem=r"^features\.0", blocks=r"^features\.(\d+)")
 
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Checkpoint one feature level at a time (each segment starts at a conv or a pool, never at an
+        in-place ReLU, so recomputation sees the same input)."""
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self, name_only: bool = False) -> Union[str, nn.Module]:
+        return "head.fc" if name_only else self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """A fresh classifier with ``num_classes`` outputs (0: none); ``global_pool=''`` disables pooling."""
         self.num_classes = num_classes
-        self.global_pool = global_pool or self.global_pool
-        self.head = ClassifierHead(self.num_features, num_classes, pool_type=self.global_pool, drop_rate=self.drop_rate)
+        if global_pool is not None:
+            self.global_pool = global_pool
+        # a new head where the trunk lives (timm 1.0.16's ClassifierHead.reset cannot change in_features)
+        ref = next(self.features.parameters())
+        head = ClassifierHead(self.num_features, num_classes, pool_type=self.global_pool, drop_rate=self.drop_rate)
+        self.head = head.to(device=ref.device, dtype=ref.dtype).train(self.training)
+        self.head_hidden_size = self._pooled_width()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            start = 0
+            for end in self.feature_ends:
+                if start < len(self.features):
+                    x = checkpoint(self.features[start:end + 1], x)
+                start = end + 1
+            return x
         return self.features(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
@@ -91,35 +128,43 @@ class IcmlmVGG(nn.Module):
     def forward_intermediates(
             self,
             x: torch.Tensor,
-            indices: int | Sequence[int] | None = None,
+            indices: Optional[Union[int, List[int]]] = None,
             norm: bool = False,
             stop_early: bool = False,
             output_fmt: str = "NCHW",
             intermediates_only: bool = False,
-    ):
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
         """timm's intermediate-feature API: the maps before each pool and after pool5."""
         if output_fmt != "NCHW":
             raise ValueError("IcmlmVGG only outputs NCHW feature maps")
         take = _normalize_indices(indices, len(self.feature_info))
-        tap_at = {int(info["module"].split(".")[1]): level for level, info in enumerate(self.feature_info)}
-        last_layer = int(self.feature_info[max(take)]["module"].split(".")[1]) if stop_early else len(self.features) - 1
+        last_level = max(take) if stop_early else len(self.feature_ends) - 1
         intermediates = []
-        for i, layer in enumerate(self.features):
-            x = layer(x)
-            if tap_at.get(i) in take:
-                intermediates.append(x)
-            if i == last_layer:
+        start = 0
+        for level, end in enumerate(self.feature_ends):
+            if level > last_level or start >= len(self.features):
                 break
+            stage = self.features[start:end + 1]
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                x = checkpoint(stage, x)
+            else:
+                x = stage(x)
+            if level in take:
+                intermediates.append(x)
+            start = end + 1
         if intermediates_only:
             return intermediates
         return x, intermediates
 
-    def prune_intermediate_layers(self, indices: int | Sequence[int] = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> list[int]:
-        """Drop the layers after the last requested level (and the head if asked)."""
+    def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> List[int]:
+        """Drop the layers after the last requested level (and the head if asked, or if it no longer fits)."""
         take = _normalize_indices(indices, len(self.feature_info))
-        last = int(self.feature_info[max(take)]["module"].split(".")[1])
-        self.features = self.features[:last + 1]
-        if prune_head:
+        last = max(take)
+        self.features = self.features[:self.feature_ends[last] + 1]
+        prune_end = last < len(self.feature_ends) - 1
+        if prune_end:
+            self.num_features = self.feature_info[last]["num_chs"]
+        if prune_head or prune_end:
             self.reset_classifier(0, "")
         return take
