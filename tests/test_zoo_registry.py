@@ -182,3 +182,24 @@ def test_trainer_has_one_import_name():
 
 # The pretrained cfgs (every tag's, like timm's own: pool_size, first_conv, classifier, ...) and the rest of timm's
 # model API are checked in test_zoo_timm_conformance.py.
+
+
+def test_manifest_is_parsed_once_per_process_and_again_when_it_changes(tmp_path, monkeypatch):
+    import json
+
+    from icmlm_zoo import manifest as mf
+    path = tmp_path / "manifest.json"
+    data = json.loads(mf.SHIPPED_MANIFEST.read_text())
+    path.write_text(json.dumps(data))
+    parsed = []
+    real = mf.validate_manifest
+    monkeypatch.setattr(mf, "validate_manifest", lambda d: parsed.append(1) or real(d))
+    first = mf.load_manifest(path)
+    first.data["models"].clear()  # a caller's copy: the next reader still gets the file's content
+    second = mf.load_manifest(path)
+    assert len(parsed) == 1 and second.data == data
+    data["schema_note"] = "changed"
+    path.write_text(json.dumps(data))
+    import os
+    os.utime(path, ns=(1, 1))  # a different mtime even on a coarse clock
+    assert mf.load_manifest(path).data.get("schema_note") == "changed" and len(parsed) == 2
