@@ -20,6 +20,7 @@ DataLoader row is wall-clock (its work happens in another process).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import sys
@@ -83,6 +84,7 @@ def main(argv=None) -> int:
     from icmlm_zoo.training.data.pairs import PairsSource
     from icmlm_zoo.training.data.records import open_image
     from icmlm_zoo.training.data.synthetic import COLORS, SHAPES, SIZES
+    from icmlm_zoo.training.config_sections import DataSection
     from icmlm_zoo.training.data.transforms import run_transforms
     from icmlm_zoo.training.masking import CaptionMasker
     from icmlm_zoo.training.model import build_model
@@ -96,8 +98,7 @@ def main(argv=None) -> int:
     text = make_text_side(args.quick)
     tags = list(SHAPES) + list(COLORS) + list(SIZES)
     tag_index = {w: i for i, w in enumerate(tags)}
-    ttf = run_transforms("icmlm_resnet50", {"image_size": args.size, "scale_min": 0.5, "hflip": False,
-                                            "eval_crop_pct": None})[0]
+    ttf = run_transforms("icmlm_resnet50", DataSection(image_size=args.size, scale_min=0.5))[0]
     masker = CaptionMasker(text.tokenizer, tags, max_length=40)
     source = PairsSource(index)
     ds = ICMLMDataset(source, SampleBuilder(ttf, masker, tag_index, tp_targets="caption", seed=0))
@@ -154,7 +155,7 @@ def main(argv=None) -> int:
     cfg = icmlm_config("coco_r50_attfc", [], args.quick)
     torch.manual_seed(0)
     model = build_model(cfg, text, 1000 if not args.quick else 20).train()
-    opt = build_optimizer(model, dict(cfg["optim"], lr=1e-4))
+    opt = build_optimizer(model, dataclasses.replace(cfg.optim, lr=1e-4))
     precisions = [p for p in args.precisions.split(",") if p]
 
     def step(prec):

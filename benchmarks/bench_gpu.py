@@ -23,6 +23,7 @@ Parts, all in one process (about 3-5 minutes on one recent GPU without --compile
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -116,7 +117,7 @@ def main(argv=None) -> int:
         m = build_model(cfg, text, num_tags).to(dev).train()
         if args.compile and not straight:
             m.backbone = torch.compile(m.backbone)
-        opt = build_optimizer(m, dict(cfg["optim"], lr=1e-4))
+        opt = build_optimizer(m, dataclasses.replace(cfg.optim, lr=1e-4))
         train_step = TrainStep(m, opt, amp="bf16", grad_clip=1.0)
 
         def step(b=None):
@@ -223,6 +224,7 @@ def _pipeline(args, text, dev, attfc_step, bare_step, num_tags) -> dict:
     from icmlm_zoo.training.data.dataset import ICMLMDataset, SampleBuilder
     from icmlm_zoo.training.data.pairs import PairsSource
     from icmlm_zoo.training.data.synthetic import COLORS, SHAPES, SIZES
+    from icmlm_zoo.training.config_sections import DataSection
     from icmlm_zoo.training.data.transforms import backbone_norm, run_transforms
     from icmlm_zoo.training.masking import CaptionMasker
 
@@ -240,8 +242,7 @@ def _pipeline(args, text, dev, attfc_step, bare_step, num_tags) -> dict:
                      persistent_workers=False, prefetch_factor=4 if args.workers else None, shuffle=True)
     gpu_dl = torch.utils.data.DataLoader(_JpegCaptions(source, masker, tag_index),
                                          collate_fn=functools.partial(_collate_jpeg, pad_id=pad), **loader_kw)
-    ttf = run_transforms("icmlm_resnet50", {"image_size": args.size, "scale_min": 0.5, "hflip": False,
-                                            "eval_crop_pct": None})[0]
+    ttf = run_transforms("icmlm_resnet50", DataSection(image_size=args.size, scale_min=0.5))[0]
     cpu_ds = ICMLMDataset(source, SampleBuilder(ttf, masker, tag_index, seed=0))
     cpu_dl = torch.utils.data.DataLoader(cpu_ds, collate_fn=Collator(pad), **loader_kw)
 

@@ -38,6 +38,7 @@ too. On an idle machine use ``--threads 0 --clock wall`` (all cores, wall time).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import sys
@@ -101,13 +102,14 @@ def make_batch(text, batch: int, size: int, num_tags: int, seed: int = 0) -> dic
     return b
 
 
-def icmlm_config(preset: str, overrides: list[str], quick: bool) -> dict:
-    from icmlm_zoo.training.config import load_config
+def icmlm_config(preset: str, overrides: list[str], quick: bool):
+    """The typed config (:class:`~icmlm_zoo.training.config.Config`) of a preset, tiny with ``quick``."""
+    from icmlm_zoo.training.config import load_config, sections
     base = []
     if quick:
         base = ["model.backbone=icmlm_resnet_tiny", "model.attfc.heads=2", "model.attfc.hidden=64",
                 "model.tfm.heads=2", "model.tfm.ff=64", "model.tfm.layers=1"]
-    return load_config(preset, None, base + overrides)
+    return sections(load_config(preset, None, base + overrides))
 
 
 def main(argv=None) -> int:
@@ -189,7 +191,7 @@ def main(argv=None) -> int:
             cfg = icmlm_config(preset, overrides, args.quick)
             torch.manual_seed(0)
             m = build_model(cfg, text, args.num_tags).train()
-            opt = build_optimizer(m, dict(cfg["optim"], lr=1e-4))
+            opt = build_optimizer(m, dataclasses.replace(cfg.optim, lr=1e-4))
             params = [p for p in m.parameters() if p.requires_grad]
             models[key] = (m, opt, params, cfg)
         return models[key]
@@ -209,7 +211,7 @@ def main(argv=None) -> int:
             params = [p for n, p in m.named_parameters() if p.requires_grad and not n.startswith("fusion.")]
             opt = torch.optim.AdamW(params, lr=1e-4, **optimizer_kwargs("auto", params))
 
-        step = TrainStep(m, opt, amp=amp(prec), grad_clip=cfg["optim"]["grad_clip"], params=params)
+        step = TrainStep(m, opt, amp=amp(prec), grad_clip=cfg.optim.grad_clip, params=params)
 
         def fn():
             m.text_runner = runner
@@ -227,7 +229,7 @@ def main(argv=None) -> int:
         params = [p for n, p in m.named_parameters() if n.startswith(("backbone.", "tp."))]
         opt = torch.optim.AdamW(params, lr=1e-4, **optimizer_kwargs("auto", params))
 
-        step = TrainStep(m, opt, amp=amp(prec), grad_clip=cfg["optim"]["grad_clip"], params=params,
+        step = TrainStep(m, opt, amp=amp(prec), grad_clip=cfg.optim.grad_clip, params=params,
                          forward=lambda module, b: {"loss": module.tp.loss(module.tp(module.features(b["images"])), b["tp"])})
         return lambda: step(batch)
 

@@ -5,7 +5,7 @@ import pytest
 
 from train_fixtures import tag_file, text_side  # noqa: F401
 
-from icmlm_zoo.training.config import ConfigError, list_presets, load_config, load_preset
+from icmlm_zoo.training.config import ConfigError, list_presets, load_config, load_preset, sections
 
 PRESETS = ["demo", "coco_r50_tfm", "coco_r50_attfc", "coco_r50_tp_postag", "coco_r50_tp_label", "vg_r50_tfm",
            "coco_vgg16_tfm"]
@@ -26,7 +26,7 @@ def test_preset_parses_and_builds_its_model(name, text_side):
     # the real presets use bert-base-uncased (not shipped offline): build the same heads on the embedded MiniLM
     cfg = load_config(name, overrides=["text.model=minilm"])
     fusion = any(h in heads for h in ("attfc", "tfm"))
-    model = build_model(cfg, text_side if fusion else None, num_tags=50)
+    model = build_model(sections(cfg), text_side if fusion else None, num_tags=50)
     assert model.backbone.num_features in (256, 512, 2048)
     assert (model.tp is not None) == ("tp" in heads)
     assert model.fusion_kind == ("attfc" if "attfc" in heads else "tfm" if "tfm" in heads else None)
@@ -78,6 +78,37 @@ def test_every_key_has_a_declared_type_and_its_default_passes():
     assert _shape(SCHEMA) == _shape(DEFAULTS)
     import copy
     assert validate(copy.deepcopy(DEFAULTS)) == DEFAULTS
+
+
+def test_sections_are_typed_views_of_the_validated_config():
+    """Each module receives its typed section; every key is a typed dataclass field with a spec, and the typed
+    view holds exactly the validated values (overrides included)."""
+    import dataclasses
+    import typing
+
+    from icmlm_zoo.training import config_sections as cs
+    cfg = load_config("demo", None, ["optim.lr=0.01", "data.webdataset.shard_shuffle=4"])
+    typed = sections(cfg)
+    assert isinstance(typed.optim, cs.OptimSection) and typed.optim.lr == 0.01
+    assert typed.data.webdataset.shard_shuffle == 4 and typed.model.fusion == "attfc"
+    assert dataclasses.asdict(typed) == cfg
+
+    def leaves(cls, path=""):
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if "spec" in f.metadata:
+                yield path + f.name, hints[f.name], f.metadata["spec"]
+            else:
+                yield from leaves(type(f.default_factory()), path + f.name + ".")
+    found = list(leaves(cs.Config))
+    assert len(found) == sum(1 for _ in _walk(cs.DEFAULTS)) > 80
+    for where, hint, spec in found:
+        assert hint is not typing.Any and spec.describe(), where
+
+
+def _walk(d: dict):
+    for v in d.values():
+        yield from (_walk(v) if isinstance(v, dict) else [v])
 
 
 @pytest.mark.parametrize("override, message", [

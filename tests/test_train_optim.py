@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
+from icmlm_zoo.training.config_sections import LrMult, OptimSection
 from icmlm_zoo.training.optim import build_optimizer, build_scheduler
 
 
@@ -18,8 +19,8 @@ class _Parts(nn.Module):
 
 def test_lr_mult_scales_each_part_and_decay_rules_hold():
     model = _Parts()
-    o = {"lr": 1e-3, "weight_decay": 0.05, "betas": [0.9, 0.999], "impl": "loop",
-         "lr_mult": {"backbone": 1.0, "fusion": 0.25, "mlm_head": 2.0, "tp": 1.0}}
+    o = OptimSection(lr=1e-3, weight_decay=0.05, impl="loop", warmup_steps=10, min_lr_ratio=0.01,
+                     lr_mult=LrMult(backbone=1.0, fusion=0.25, mlm_head=2.0, tp=1.0))
     opt = build_optimizer(model, o)
     where = {id(p): g for g in opt.param_groups for p in g["params"]}
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -27,9 +28,9 @@ def test_lr_mult_scales_each_part_and_decay_rules_hold():
     for name, p in trainable:
         g = where[id(p)]
         part = name.split(".")[0]
-        assert g["lr"] == 1e-3 * o["lr_mult"][part], name
+        assert g["lr"] == 1e-3 * getattr(o.lr_mult, part), name
         assert g["weight_decay"] == (0.0 if p.ndim <= 1 else 0.05), name
-    sched = build_scheduler(opt, 100, {"warmup_steps": 10, "min_lr_ratio": 0.01})
+    sched = build_scheduler(opt, 100, o)
     for _ in range(10):
         opt.step()
         sched.step()

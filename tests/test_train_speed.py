@@ -8,7 +8,7 @@ import torch
 
 from train_fixtures import TAG_WORDS, text_side  # noqa: F401
 
-from icmlm_zoo.training.config import ConfigError, load_config
+from icmlm_zoo.training.config import ConfigError, load_config, sections
 from icmlm_zoo.training.data.loader_options import loader_kwargs
 from icmlm_zoo.training.optim import optimizer_kwargs
 from icmlm_zoo.training.step import STRAIGHTFORWARD_OVERRIDES
@@ -33,7 +33,7 @@ def _model(text, *overrides, heads="[attfc]"):
     cfg = load_config(None, None, [f"model.heads={heads}", "model.attfc.dropout=0", "model.tfm.dropout=0",
                                    "model.attfc.hidden=64", "model.tfm.ff=64", "model.tfm.layers=1", *overrides])
     torch.manual_seed(0)
-    return build_model(cfg, text, 0).eval()
+    return build_model(sections(cfg), text, 0).eval()
 
 
 @pytest.mark.parametrize("heads", ["[attfc]", "[tfm]"])
@@ -105,9 +105,10 @@ def test_optimizer_and_loader_settings():
     torch.optim.AdamW(p, **optimizer_kwargs("auto", p)).step()
     with pytest.raises(ValueError):
         optimizer_kwargs("turbo", p)
-    assert loader_kwargs({"pin_memory": "auto", "num_workers": 2, "prefetch_factor": 3}, "cpu") == \
+    from icmlm_zoo.training.config_sections import DataSection
+    assert loader_kwargs(DataSection(pin_memory="auto", num_workers=2, prefetch_factor=3), "cpu") == \
         {"pin_memory": False, "prefetch_factor": 3}
-    assert loader_kwargs({"pin_memory": "auto", "num_workers": 0}, "cuda") == {"pin_memory": True}
+    assert loader_kwargs(DataSection(pin_memory="auto", num_workers=0), "cuda") == {"pin_memory": True}
 
 
 def test_speed_config_keys():
@@ -207,7 +208,7 @@ def test_channels_last_trunk_gets_channels_last_gradients(text_side, heads):
     for cl in (True, False):
         cfg = load_config(None, None, [f"model.heads={heads}", "model.attfc.hidden=64", "model.tfm.ff=64",
                                        "model.tfm.layers=1", f"model.channels_last={str(cl).lower()}"])
-        model = build_model(cfg, text_side, 5).train()
+        model = build_model(sections(cfg), text_side, 5).train()
         seen = []
         model.backbone.layer4.register_full_backward_hook(lambda mod, gi, go: seen.append(go[0]))
         model(b["images"], b["input_ids"], b["attention_mask"], b["labels"], b["tp"])["loss"].backward()
@@ -296,13 +297,12 @@ def test_pretrained_mlm_head_moves_with_the_model_and_stays_out_of_checkpoints()
     from icmlm_zoo.training.backbones import create_backbone
     from icmlm_zoo.training.model import ICMLM
     from icmlm_zoo.training.text import TextSide
-    cfg = load_config("demo", None, [])["model"]
+    cfg = sections(load_config("demo", None, ["model.attfc.heads=2", "model.attfc.hidden=32"])).model
     mlm = BertForMaskedLM(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                                      intermediate_size=64)).eval()
     for p in mlm.parameters():
         p.requires_grad_(False)
     side = TextSide(encoder=mlm.bert, tokenizer=None, width=32, pretrained_head=mlm.cls, name="tiny-bert")
-    cfg["attfc"].update(heads=2, hidden=32)
     model = ICMLM(create_backbone("icmlm_resnet_tiny"), side, fusion="attfc", num_tags=0, cfg_model=cfg,
                   text_precision="fp32").eval()
     model.double()  # stands in for .to("cuda"): every submodule must follow

@@ -76,7 +76,7 @@ def held_out_figure(run_dir: str | Path, *, seed: int = 10_000, index: int = 0) 
     run = load_run(run_dir)
     if run.model.fusion_kind is None:
         return None
-    size = int(run.config["data"]["image_size"])
+    size = int(run.config.data.image_size)
     for i in range(index, index + 50):  # the first scene with two or more objects: binding is visible
         s = SyntheticScenes(i + 1, size, seed).scene(i)
         if len(s["objects"]) >= 2:

@@ -1,5 +1,5 @@
 """The allowed values of the config's choice keys that code outside the config also checks: one source for both
-(:data:`~icmlm_zoo.training.config.SCHEMA` and the modules that act on them)."""
+(:mod:`~icmlm_zoo.training.config_sections` and the modules that act on them)."""
 from __future__ import annotations
 
 __all__ = ["TEXT_PRECISIONS", "OPTIM_IMPLS", "LOGITS_AT", "FUSION_IMPLS", "AMP_MODES"]

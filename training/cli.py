@@ -161,8 +161,7 @@ def _export_and_verify(run: Path, model: str | None, tag: str, out: str | None, 
     if not cfg_file.is_file():
         raise FileNotFoundError(f"{run} is not an icmlm-train run folder (no config.yaml); give the folder "
                                 "that `icmlm-train --out` wrote")
-    cfg = yaml.safe_load(cfg_file.read_text())
-    model = model or cfg["model"]["backbone"]
+    model = model or yaml.safe_load(cfg_file.read_text())["model"]["backbone"]
     out_dir = Path(out) if out else Path(run) / "export" / f"{model}.{tag}"
     folder = export_run(run, model, tag, out_dir, checkpoint=checkpoint, overwrite=overwrite)
     ref = backbone_state_dict(ckpt.load_checkpoint(ckpt.resolve_checkpoint(run, checkpoint))["model"])
@@ -180,13 +179,13 @@ def _export(args: argparse.Namespace) -> int:
 
 def _build_tags(args: argparse.Namespace) -> int:
     require_extras("icmlm-train build-tags", ["train"], ["yaml", "spacy"])
-    from .config import load_config
+    from .config import load_config, sections
     from .tags import mine_tags, read_captions, write_tags
-    cfg = load_config(args.preset or ("demo" if not args.config else None), args.config, args.overrides)
-    t = cfg["tags"]
-    pos = args.pos or t["pos"]
-    min_count = args.min_count if args.min_count is not None else t["min_count"]
-    top_k = args.top_k if args.top_k is not None else t["top_k"]
+    cfg = sections(load_config(args.preset or ("demo" if not args.config else None), args.config, args.overrides))
+    t = cfg.tags
+    pos = args.pos or t.pos
+    min_count = args.min_count if args.min_count is not None else t.min_count
+    top_k = args.top_k if args.top_k is not None else t.top_k
     limit = args.max_captions
     out = Path(args.out)
     if out.exists():
@@ -198,12 +197,12 @@ def _build_tags(args: argparse.Namespace) -> int:
         origin = ", ".join(args.captions)
     else:
         from .data import build_source
-        src = build_source(cfg, "train")
+        src = build_source(cfg.data, "train")
         if src is None:
             raise ValueError("this data kind has no caption index to read; pass --captions FILE")
         n = len(src) if limit is None else min(limit, len(src))
         caps = [src.caption(i) for i in range(n)]
-        origin = f"{cfg['data']['kind']} training data"
+        origin = f"{cfg.data.kind} training data"
     if limit is not None:
         caps = caps[:limit]
     t0 = time.perf_counter()

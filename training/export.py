@@ -1,13 +1,14 @@
 """Export a run's trained backbone as a zoo weight folder (safetensors + timm config.json + model card)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import torch
-import yaml
 
 from . import checkpoint as ckpt
+from .config import load_config, sections
 from .data.transforms import read_run_preprocessing
 
 __all__ = ["backbone_state_dict", "export_run", "verify_export"]
@@ -37,8 +38,8 @@ def export_run(run_dir: str | Path, model_name: str | None, tag: str, out_dir: s
     cfg_path = run_dir / "config.yaml"
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{cfg_path} not found; is {run_dir} a training run folder?")
-    cfg = yaml.safe_load(cfg_path.read_text())
-    model_name = model_name or cfg["model"]["backbone"]
+    cfg = sections(load_config(config_file=cfg_path))
+    model_name = model_name or cfg.model.backbone
     ensure_registered(model_name)
     path = ckpt.resolve_checkpoint(run_dir, checkpoint)
     state = ckpt.load_checkpoint(path)  # refuses damaged checkpoints and NaN/Inf weights
@@ -50,23 +51,22 @@ def export_run(run_dir: str | Path, model_name: str | None, tag: str, out_dir: s
     probe = timm.create_model(model_name, pretrained=False, num_classes=0)
     missing, unexpected = probe.load_state_dict(sd, strict=False)
     if missing or unexpected:
-        raise ValueError(f"the run trained {cfg['model']['backbone']!r}; its weights do not fit {model_name!r} "
-                         f"(missing {missing[:5]}, unexpected {unexpected[:5]}); use --model {cfg['model']['backbone']}")
+        raise ValueError(f"the run trained {cfg.model.backbone!r}; its weights do not fit {model_name!r} "
+                         f"(missing {missing[:5]}, unexpected {unexpected[:5]}); use --model {cfg.model.backbone}")
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     ev = summary.get("eval") or {}
-    data_desc = {"kind": cfg["data"]["kind"], **({k: v for k, v in cfg["data"][cfg["data"]["kind"]].items()}
-                                                  if isinstance(cfg["data"].get(cfg["data"]["kind"]), dict) else {})}
+    data_desc = {"kind": cfg.data.kind, **dataclasses.asdict(getattr(cfg.data, cfg.data.kind))}
     metrics = [{"name": f"masked_word_{k}", "value": round(float(ev[k]), 4), "protocol": "icmlm-train eval (val split)",
-                "dataset": cfg["data"]["kind"], "provenance": f"measured by icmlm-train, {path.name}"}
+                "dataset": cfg.data.kind, "provenance": f"measured by icmlm-train, {path.name}"}
                for k in ("top1", "top5", "visual_top1") if k in ev]
     pre = read_run_preprocessing(run_dir, cfg)  # what the run trained and evaluated with
-    recipe = {"method": "ICMLM", "heads": cfg["model"]["heads"], "text_model": cfg["text"]["model"],
-              "steps": state["step"], "batch_size": cfg["train"]["batch_size"], "optim": cfg["optim"],
-              "masking": cfg["masking"], "checkpoint": path.name}
+    recipe = {"method": "ICMLM", "heads": cfg.model.heads, "text_model": cfg.text.model, "steps": state["step"],
+              "batch_size": cfg.train.batch_size, "optim": dataclasses.asdict(cfg.optim),
+              "masking": dataclasses.asdict(cfg.masking), "checkpoint": path.name}
     out = save_weight_folder(sd, model_name, out_dir, tag=tag, overwrite=overwrite,
                              extra_meta={"recipe": recipe, "data": data_desc, "metrics": metrics, "preprocessing": pre,
-                                         "description": f"ICMLM ({'+'.join(cfg['model']['heads'])}) trained by icmlm-train"})
+                                         "description": f"ICMLM ({'+'.join(cfg.model.heads)}) trained by icmlm-train"})
     return Path(out)
 
 

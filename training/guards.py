@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from . import checkpoint as ckpt
+from .config_sections import RunSection, TrainSection
 from .distributed import DistInfo, all_reduce_sum, is_main
 
 __all__ = ["DataFailureError", "NonFiniteError", "NoProgressError", "Guards"]
@@ -33,13 +34,14 @@ class NoProgressError(RuntimeError):
 
 class Guards:
     """Counts what the data gave (``counters``: seen, failed, skipped, truncated, by reason) and stops the run
-    with one of the errors above. ``run_cfg`` / ``train_cfg`` are the config's ``run`` and ``train`` sections."""
+    with one of the errors above, as the config's ``run`` and ``train`` sections say."""
 
-    def __init__(self, run_cfg: dict, train_cfg: dict, accum_steps: int, info: DistInfo, counters: Counter) -> None:
-        self.info, self.counters, self.max_bad = info, counters, train_cfg["max_nonfinite_steps"]
-        self.max_failure_rate, self.failure_min = run_cfg["max_failure_rate"], run_cfg["failure_min_samples"]
-        per_step = train_cfg["batch_size"] * info.world_size * accum_steps
-        self.max_idle = max(train_cfg["max_idle_samples"], 2 * per_step)
+    def __init__(self, run: RunSection, train: TrainSection, accum_steps: int, info: DistInfo,
+                 counters: Counter) -> None:
+        self.info, self.counters, self.max_bad = info, counters, train.max_nonfinite_steps
+        self.max_failure_rate, self.failure_min = run.max_failure_rate, run.failure_min_samples
+        per_step = train.batch_size * info.world_size * accum_steps
+        self.max_idle = max(train.max_idle_samples, 2 * per_step)
         self.bad_loss, self.bad_in_row, self.seen_at_step = False, 0, counters["seen"]
 
     def usable(self, batch: dict[str, Any], tags: list[str] | None) -> bool:

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import torch
 
 from . import checkpoint as ckpt
-from .config import load_config
+from .config import Config, load_config, sections
 from icmlm_zoo.transforms import create_image_transform
 
 from .data.transforms import read_run_preprocessing
@@ -32,7 +32,7 @@ class LoadedRun:
     """A trained run ready for inference. ``model.backbone`` is the timm trunk."""
     model: ICMLM
     tokenizer: Any
-    config: dict
+    config: Config
     transform: Callable
     backbone_name: str
     tags: list[str] | None = None
@@ -48,21 +48,19 @@ def load_run(run_dir: str | Path, checkpoint: str | int = "last", device: str | 
     cfg_path = run_dir / "config.yaml"
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{cfg_path} not found; is {run_dir} a training run folder?")
-    cfg = load_config(config_file=cfg_path)
-    heads = cfg["model"]["heads"]
-    fusion = any(h in heads for h in ("attfc", "tfm"))
+    cfg = sections(load_config(config_file=cfg_path))
     text = None
-    if fusion:
+    if cfg.model.fusion is not None:
         from .text import load_text_side
-        text = load_text_side(cfg["text"]["model"])
+        text = load_text_side(cfg.text.model)
     tags = None
-    if cfg["tags"]["file"]:
-        p = Path(cfg["tags"]["file"])
+    if cfg.tags.file:
+        p = Path(cfg.tags.file)
         p = p if p.is_absolute() else run_dir / p
         if p.is_file():
             tags = load_tags(p)
-    if "tp" in heads and not tags:
-        raise FileNotFoundError(f"the run has a TP head but its tag file ({cfg['tags']['file']}) is missing")
+    if "tp" in cfg.model.heads and not tags:
+        raise FileNotFoundError(f"the run has a TP head but its tag file ({cfg.tags.file}) is missing")
     model = build_model(cfg, text, len(tags) if tags else 0)
     state = ckpt.load_checkpoint(ckpt.resolve_checkpoint(run_dir, checkpoint))
     model.load_trainable_state_dict(state["model"])
@@ -70,7 +68,7 @@ def load_run(run_dir: str | Path, checkpoint: str | int = "last", device: str | 
     model.to(dev).eval()
     tf = create_image_transform(read_run_preprocessing(run_dir, cfg))
     return LoadedRun(model=model, tokenizer=text.tokenizer if text else None, config=cfg, transform=tf,
-                     backbone_name=cfg["model"]["backbone"], tags=tags, run_dir=run_dir, step=int(state["step"]),
+                     backbone_name=cfg.model.backbone, tags=tags, run_dir=run_dir, step=int(state["step"]),
                      device=dev)
 
 
@@ -118,7 +116,7 @@ def predict_masked(run: LoadedRun, images: torch.Tensor, captions: list[str], to
             out.append({"masks": [{"position": m, "topk_tokens": [run.tags[j] for j in i.tolist()],
                                    "topk_probs": p.tolist(), "attention": None} for m in range(n)]})
         return out
-    ids, att, sel = encode_masked_captions(run.tokenizer, captions, run.config["text"]["max_length"])
+    ids, att, sel = encode_masked_captions(run.tokenizer, captions, run.config.text.max_length)
     if not sel.any(-1).all():
         bad = [c for c, s in zip(captions, sel.any(-1).tolist()) if not s]
         raise ValueError(f"every caption needs at least one [MASK]; these have none: {bad[:3]}")

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from .backbones import create_backbone
 from .choices import LOGITS_AT
+from .config_sections import Config, ModelSection
 from .heads import AttFCHead, TfmHead, TPHead
 from .text_runner import FrozenTextRunner
 from .text import TextSide
@@ -30,14 +31,14 @@ class ICMLM(nn.Module):
     ``rows``/``cols`` (masked positions), ``attention`` (M, h, w) and ``tp_logits``."""
 
     def __init__(self, backbone: nn.Module, text: TextSide | None, *, fusion: str | None, num_tags: int,
-                 cfg_model: dict, mlm_head_mode: str = "auto", channels_last: bool = False,
+                 cfg_model: ModelSection, mlm_head_mode: str = "auto", channels_last: bool = False,
                  text_precision: str = "fp32", amp: str = "none", text_cache_size: int = 0) -> None:
         super().__init__()
         self.backbone = backbone
         self.channels_last = channels_last
         # hand the heads' gradient to the trunk in channels_last too (False only to measure what that buys)
         self.channels_last_grad = channels_last
-        self.logits_at = cfg_model.get("logits", "masked")  # masked | all (the straightforward baseline)
+        self.logits_at = cfg_model.logits  # masked | all (the straightforward baseline)
         if self.logits_at not in LOGITS_AT:
             raise ValueError(f"model.logits={self.logits_at!r}; choose one of {list(LOGITS_AT)}")
         C = int(backbone.num_features)
@@ -50,19 +51,19 @@ class ICMLM(nn.Module):
             self.text_runner = FrozenTextRunner(text.encoder, text_precision, amp, text_cache_size)
             width = text.width
             if fusion == "attfc":
-                a = cfg_model["attfc"]
-                self.fusion = AttFCHead(C, width, a["heads"], a["hidden"], a["dropout"], cfg_model["tfm"]["max_grid"])
+                a = cfg_model.attfc
+                self.fusion = AttFCHead(C, width, a.heads, a.hidden, a.dropout, cfg_model.tfm.max_grid)
             else:
-                t = cfg_model["tfm"]
-                self.fusion = TfmHead(C, width, t["layers"], t["heads"], t["ff"], t["dropout"], t["max_grid"])
-            self.fusion.fast = cfg_model.get("fusion_impl", "fast") == "fast"
+                t = cfg_model.tfm
+                self.fusion = TfmHead(C, width, t.layers, t.heads, t.ff, t.dropout, t.max_grid)
+            self.fusion.fast = cfg_model.fusion_impl == "fast"
             self.mlm_head = text.make_mlm_head(mlm_head_mode)
         self.tp = None
         if num_tags:
-            tp = cfg_model["tp"]
-            self.tp = TPHead(C, num_tags, tp["hidden"], tp["dropout"])
-        self.tp_weight = float(cfg_model["tp"]["weight"])
-        self.tp_reduction = cfg_model["tp"].get("reduction", "sum")
+            tp = cfg_model.tp
+            self.tp = TPHead(C, num_tags, tp.hidden, tp.dropout)
+        self.tp_weight = float(cfg_model.tp.weight)
+        self.tp_reduction = cfg_model.tp.reduction
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -131,16 +132,13 @@ class ICMLM(nn.Module):
         return out
 
 
-def build_model(cfg: dict, text: TextSide | None, num_tags: int) -> ICMLM:
-    """Build the model the config describes (random trunk, frozen text encoder, heads)."""
-    m = cfg["model"]
-    heads = m["heads"]
-    fusion = "attfc" if "attfc" in heads else "tfm" if "tfm" in heads else None
-    backbone = create_backbone(m["backbone"])
-    if m["channels_last"]:
+def build_model(cfg: Config, text: TextSide | None, num_tags: int) -> ICMLM:
+    """Build the model the config describes (random trunk, frozen text encoder, heads) from its ``model`` and
+    ``text`` sections and the training precision."""
+    m, t = cfg.model, cfg.text
+    backbone = create_backbone(m.backbone)
+    if m.channels_last:
         backbone = backbone.to(memory_format=torch.channels_last)
-    t = cfg["text"]
-    return ICMLM(backbone, text, fusion=fusion, num_tags=num_tags if "tp" in heads else 0, cfg_model=m,
-                 mlm_head_mode=t["mlm_head"], channels_last=m["channels_last"],
-                 text_precision=t.get("precision", "auto"), amp=cfg["train"]["amp"],
-                 text_cache_size=int(t.get("cache_size", 0) or 0))
+    return ICMLM(backbone, text, fusion=m.fusion, num_tags=num_tags if "tp" in m.heads else 0, cfg_model=m,
+                 mlm_head_mode=t.mlm_head, channels_last=m.channels_last, text_precision=t.precision,
+                 amp=cfg.train.amp, text_cache_size=t.cache_size)

@@ -1,23 +1,23 @@
 """Optimizer (AdamW, no decay on biases/norms/embeddings) and the warmup + cosine schedule."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
 
 from .choices import OPTIM_IMPLS
+from .config_sections import OptimSection
 
 __all__ = ["build_optimizer", "build_scheduler", "lr_factor", "optimizer_kwargs", "OPTIM_IMPLS"]
 
 
-PARTS = ("backbone", "fusion", "mlm_head", "tp")
 
-
-def build_optimizer(model: torch.nn.Module, o: dict) -> torch.optim.Optimizer:
+def build_optimizer(model: torch.nn.Module, o: OptimSection) -> torch.optim.Optimizer:
     """AdamW over the trainable parameters: no weight decay on biases, norms and position/type embeddings; the
     learning rate of each part (``backbone``, ``fusion``, ``mlm_head``, ``tp``) is ``optim.lr`` times its
     ``optim.lr_mult`` entry (the schedule scales every group alike)."""
-    mult = {**dict.fromkeys(PARTS, 1.0), **(o.get("lr_mult") or {})}
+    mult = dataclasses.asdict(o.lr_mult)
     groups: dict[tuple[str, bool], list] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -26,9 +26,9 @@ def build_optimizer(model: torch.nn.Module, o: dict) -> torch.optim.Optimizer:
         decays = not (p.ndim <= 1 or "pos." in name or "type_emb" in name)
         groups.setdefault((part if part in mult else "backbone", decays), []).append(p)
     params = [p for ps in groups.values() for p in ps]
-    kw = optimizer_kwargs(o.get("impl", "auto"), params)
-    return torch.optim.AdamW([{"params": ps, "lr": o["lr"] * mult[part], "weight_decay": o["weight_decay"] if d else 0.0}
-                              for (part, d), ps in groups.items()], lr=o["lr"], betas=tuple(o["betas"]), **kw)
+    kw = optimizer_kwargs(o.impl, params)
+    return torch.optim.AdamW([{"params": ps, "lr": o.lr * mult[part], "weight_decay": o.weight_decay if d else 0.0}
+                              for (part, d), ps in groups.items()], lr=o.lr, betas=tuple(o.betas), **kw)
 
 
 def optimizer_kwargs(impl: str, params: list[torch.Tensor]) -> dict[str, bool]:
@@ -58,6 +58,7 @@ def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
 
 
-def build_scheduler(opt: torch.optim.Optimizer, total: int, o: dict) -> torch.optim.lr_scheduler.LambdaLR:
-    warmup = min(o["warmup_steps"], max(0, total - 1))
-    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup, o["min_lr_ratio"]))
+def build_scheduler(opt: torch.optim.Optimizer, total: int, o: OptimSection) -> torch.optim.lr_scheduler.LambdaLR:
+    """Warm-up then cosine (:func:`lr_factor`) over ``total`` optimizer steps."""
+    warmup = min(o.warmup_steps, max(0, total - 1))
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup, o.min_lr_ratio))

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from .config_sections import Config, TagsSection
 from .data import Collator, SampleBuilder, build_loader, build_source
 from .data.transforms import run_transforms
 from .distributed import DistInfo, barrier, is_main
@@ -31,20 +32,19 @@ class Pipeline:
         return self.text.tokenizer if self.text else None
 
 
-def _tags_needed(cfg: dict) -> bool:
-    heads = cfg["model"]["heads"]
-    return "tp" in heads or (cfg["masking"]["strategy"] == "tags" and any(h in heads for h in ("attfc", "tfm")))
+def _tags_needed(cfg: Config) -> bool:
+    return "tp" in cfg.model.heads or (cfg.masking.strategy == "tags" and cfg.model.fusion is not None)
 
 
-def _write_run_tags(t: dict, local: Path, source) -> None:
+def _write_run_tags(t: TagsSection, local: Path, source) -> None:
     """Write ``RUN/tags.txt`` from the ``tags`` config section: a copied file, the data set's labels, or tags
     mined from the training captions."""
     from .tags import load_tags, mine_tags, write_tags
-    if t["source"] == "file":
-        if not t["file"]:
+    if t.source == "file":
+        if not t.file:
             raise ValueError("tags.source=file needs tags.file (make one with `icmlm-train build-tags`)")
-        write_tags(load_tags(t["file"]), local, source=f"copied from {t['file']}")
-    elif t["source"] == "labels":
+        write_tags(load_tags(t.file), local, source=f"copied from {t.file}")
+    elif t.source == "labels":
         if source is None or not hasattr(source, "label_names") or not source.label_names():
             raise ValueError("tags.source=labels needs a data set with object labels (COCO with "
                              "data.coco.instances, synthetic, or a pairs file with 'labels')")
@@ -53,50 +53,49 @@ def _write_run_tags(t: dict, local: Path, source) -> None:
         if source is None or not hasattr(source, "caption"):
             raise ValueError("tags.source=mine needs a map-style data set; for WebDataset run "
                              "`icmlm-train build-tags` first and set tags.source=file")
-        n = min(len(source), t["max_captions"])
-        mined = mine_tags([source.caption(i) for i in range(n)], pos=t["pos"], min_count=t["min_count"],
-                          top_k=t["top_k"])
+        n = min(len(source), t.max_captions)
+        mined = mine_tags([source.caption(i) for i in range(n)], pos=t.pos, min_count=t.min_count, top_k=t.top_k)
         if not mined:
-            raise ValueError(f"no tag reached tags.min_count={t['min_count']} in {n} captions; lower it")
+            raise ValueError(f"no tag reached tags.min_count={t.min_count} in {n} captions; lower it")
         write_tags(mined, local, source=f"mined from {n} training captions")
 
 
-def resolve_tags(cfg: dict, run_dir: Path, source, info: DistInfo) -> list[str] | None:
-    """The tag vocabulary; always copied to ``RUN/tags.txt`` and the config pointed at it."""
+def resolve_tags(cfg: Config, run_dir: Path, source, info: DistInfo) -> list[str] | None:
+    """The tag vocabulary; always copied to ``RUN/tags.txt`` and the config's ``tags`` section pointed at it."""
     from .tags import load_tags
     if not _tags_needed(cfg):
         return None
-    t = cfg["tags"]
+    t = cfg.tags
     local = run_dir / "tags.txt"
-    if t["file"] and not Path(t["file"]).is_absolute() and (run_dir / t["file"]).is_file():
-        return load_tags(run_dir / t["file"])
+    if t.file and not Path(t.file).is_absolute() and (run_dir / t.file).is_file():
+        return load_tags(run_dir / t.file)
     if is_main(info) and not local.exists():
         _write_run_tags(t, local, source)
     barrier(info)
-    cfg["tags"]["file"], cfg["tags"]["source"] = "tags.txt", "file"
+    t.file, t.source = "tags.txt", "file"
     return load_tags(local)
 
 
-def build_pipeline(cfg: dict, run_dir: Path, info: DistInfo, *, text=None) -> Pipeline:
+def build_pipeline(cfg: Config, run_dir: Path, info: DistInfo, *, text=None) -> Pipeline:
     """Everything but the loop: text side, tags, transforms, loaders and the model."""
     from .tags import load_tag_pos
     from .text import load_text_side
-    heads = cfg["model"]["heads"]
-    fusion = any(h in heads for h in ("attfc", "tfm"))
+    heads = cfg.model.heads
+    fusion = cfg.model.fusion is not None
     if text is None and fusion:
-        text = load_text_side(cfg["text"]["model"])
-    train_source = build_source(cfg, "train")
+        text = load_text_side(cfg.text.model)
+    train_source = build_source(cfg.data, "train")
     tags = resolve_tags(cfg, run_dir, train_source, info)
     masker = None
     if fusion:
-        m = cfg["masking"]
-        masker = CaptionMasker(text.tokenizer, tags, max_length=cfg["text"]["max_length"], strategy=m["strategy"],
-                               k=m["k"], no_tag=m["no_tag"], random_prob=m["random_prob"],
-                               groups=load_tag_pos(run_dir / "tags.txt") if m["together"] == "pos" else None)
+        m = cfg.masking
+        masker = CaptionMasker(text.tokenizer, tags, max_length=cfg.text.max_length, strategy=m.strategy, k=m.k,
+                               no_tag=m.no_tag, random_prob=m.random_prob,
+                               groups=load_tag_pos(run_dir / "tags.txt") if m.together == "pos" else None)
     tag_index = {w: i for i, w in enumerate(tags)} if ("tp" in heads and tags) else None
-    train_tf, eval_tf = run_transforms(cfg["model"]["backbone"], cfg["data"])
-    tp_targets = cfg["model"]["tp"]["targets"]
-    seed = cfg["run"]["seed"]
+    train_tf, eval_tf = run_transforms(cfg.model.backbone, cfg.data)
+    tp_targets = cfg.model.tp.targets
+    seed = cfg.run.seed
     collator = Collator(text.tokenizer.pad_token_id if text else 0)
     train = build_loader(cfg, "train", SampleBuilder(train_tf, masker, tag_index, tp_targets=tp_targets, seed=seed),
                          collator, rank=info.rank, world_size=info.world_size, source=train_source)

@@ -6,6 +6,7 @@ checkpoints (:mod:`.checkpoint`) and evaluation (:mod:`.evaluation`). This modul
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -21,7 +22,7 @@ import torch
 
 from . import checkpoint as ckpt
 from .attention_figure import held_out_figure_quietly
-from .config import dump
+from .config import Config, dump, sections
 from .curves import plot_run_quietly
 from .data.transforms import PREPROCESSING_FILE, run_preprocessing
 from .distributed import DistInfo, barrier, gather_objects, is_main, say
@@ -50,19 +51,21 @@ class LoopState:
     counters: Counter = field(default_factory=Counter)
 
 
-def run_evaluation(model, loader, cfg: dict, info: DistInfo, tokenizer=None) -> dict[str, float]:
+def run_evaluation(model, loader, cfg: Config, info: DistInfo, tokenizer=None) -> dict[str, float]:
     """:func:`icmlm_zoo.training.evaluation.evaluate` with the run's settings and the data's visual words."""
-    return evaluate(model, loader, amp=cfg["train"]["amp"], max_batches=cfg["eval"]["max_batches"], info=info,
-                    tokenizer=tokenizer, visual=visual_words_for(cfg["data"]["kind"]))
+    return evaluate(model, loader, amp=cfg.train.amp, max_batches=cfg.eval.max_batches, info=info,
+                    tokenizer=tokenizer, visual=visual_words_for(cfg.data.kind))
 
 
 def train(cfg: dict, run_dir: Path, info: DistInfo, *, resume: bool = False, text=None) -> dict[str, Any]:
-    """Train as ``cfg`` says in ``run_dir``; returns a summary (final step, losses, last evaluation, model)."""
-    seed = cfg["run"]["seed"]
+    """Train as ``cfg`` (a validated config, :func:`~icmlm_zoo.training.config.load_config`) says in ``run_dir``;
+    returns a summary (final step, losses, last evaluation, model)."""
+    cfg = sections(cfg)
+    seed = cfg.run.seed
     random.seed(seed + info.rank)
     np.random.seed(seed + info.rank)
     torch.manual_seed(seed + info.rank)
-    if resolve_retain_memory(cfg["run"]["retain_memory"], info.device.type):
+    if resolve_retain_memory(cfg.run.retain_memory, info.device.type):
         retain_freed_memory(True)  # before the DataLoader workers fork
     before = open_run_dir(run_dir, info)
     try:
@@ -108,35 +111,36 @@ class _Window:
 class _Loop:
     """A run set up (pipeline, optimizer, resumed state, logger) and the loop that trains it."""
 
-    def __init__(self, cfg: dict, run_dir: Path, info: DistInfo, resume: bool, text) -> None:
+    def __init__(self, cfg: Config, run_dir: Path, info: DistInfo, resume: bool, text) -> None:
         self.cfg, self.run_dir, self.info = cfg, run_dir, info
         self.pipe: Pipeline = build_pipeline(cfg, run_dir, info, text=text)
         self.model = self.pipe.model.to(info.device)
-        o, t = cfg["optim"], cfg["train"]
-        self.steps_per_epoch = max(1, self.pipe.train[1].batches_per_epoch() // o["accum_steps"])
-        self.total = int(t["max_steps"] or t["epochs"] * self.steps_per_epoch)
+        o, t = cfg.optim, cfg.train
+        self.steps_per_epoch = max(1, self.pipe.train[1].batches_per_epoch() // o.accum_steps)
+        self.total = int(t.max_steps or t.epochs * self.steps_per_epoch)
         opt = build_optimizer(self.model, o)
         sched = build_scheduler(opt, self.total, o)
-        scaler = torch.amp.GradScaler(info.device.type, enabled=t["amp"] == "fp16" and info.device.type == "cuda")
+        scaler = torch.amp.GradScaler(info.device.type, enabled=t.amp == "fp16" and info.device.type == "cuda")
         self.state = LoopState()
         if resume:
             self._restore(opt, sched, scaler)
         elif is_main(info):
-            saved = json.loads(json.dumps(cfg))
+            saved = dataclasses.asdict(cfg)  # with the tag file the pipeline resolved
             saved["run"]["stop_after"] = None
             (run_dir / "config.yaml").write_text(dump(saved))
-            pre = run_preprocessing(cfg["model"]["backbone"], cfg["data"])
+            pre = run_preprocessing(cfg.model.backbone, cfg.data)
             (run_dir / PREPROCESSING_FILE).write_text(json.dumps(pre, indent=2) + "\n")
         barrier(info)
         module = self.model
         if info.enabled:
             dev = info.device
             module = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=[dev.index] if dev.type == "cuda" else None)
-        self.train_step = TrainStep(module, opt, scheduler=sched, scaler=scaler, amp=t["amp"], accum_steps=o["accum_steps"],
-                              grad_clip=o["grad_clip"], params=[p for p in self.model.parameters() if p.requires_grad])
-        self.logger = MetricsLogger(run_dir, enabled=is_main(info), tensorboard=cfg["run"]["tensorboard"],
+        self.train_step = TrainStep(module, opt, scheduler=sched, scaler=scaler, amp=t.amp, accum_steps=o.accum_steps,
+                                    grad_clip=o.grad_clip,
+                                    params=[p for p in self.model.parameters() if p.requires_grad])
+        self.logger = MetricsLogger(run_dir, enabled=is_main(info), tensorboard=cfg.run.tensorboard,
                                     resume_step=self.state.step)
-        self.guards = Guards(cfg["run"], t, o["accum_steps"], info, self.state.counters)
+        self.guards = Guards(cfg.run, t, o.accum_steps, info, self.state.counters)
 
     def _restore(self, opt, sched, scaler) -> None:
         path, st = ckpt.load_newest_good(self.run_dir / "checkpoints",
@@ -161,7 +165,7 @@ class _Loop:
                  "model": self.model.trainable_state_dict(), "optimizer": st.optimizer.state_dict(),
                  "scheduler": st.scheduler.state_dict(), "scaler": st.scaler.state_dict(), "rng": rng_all,
                  "counters": dict(s.counters), "world_size": self.info.world_size}
-        return ckpt.save_checkpoint(state, self.run_dir / "checkpoints", s.step, self.cfg["run"]["keep_last"])
+        return ckpt.save_checkpoint(state, self.run_dir / "checkpoints", s.step, self.cfg.run.keep_last)
 
     def _epoch_batches(self):
         """The loader's batches from where the state says the epoch stands (resume included)."""
@@ -183,9 +187,9 @@ class _Loop:
 
     def run(self) -> dict[str, Any]:
         cfg, info, s = self.cfg, self.info, self.state
-        t = cfg["train"]
+        t = cfg.train
         self.bar = None
-        if is_main(info) and cfg["run"]["progress"]:
+        if is_main(info) and cfg.run.progress:
             from tqdm import tqdm
             self.bar = tqdm(total=self.total, initial=s.step, desc="train", unit="step", dynamic_ncols=True,
                             mininterval=1.0)
@@ -193,9 +197,9 @@ class _Loop:
         self.last_saved = s.step if s.step > 0 else -1
         self.stopped, self.micro = False, 0
         self.model.train()
-        say(f"run folder {self.run_dir}: {self.total} steps ({self.steps_per_epoch}/epoch), batch {t['batch_size']}x"
-            f"{info.world_size}x{self.train_step.accum_steps}, heads {cfg['model']['heads']}, backbone "
-            f"{cfg['model']['backbone']}, device {info.device}", info)
+        say(f"run folder {self.run_dir}: {self.total} steps ({self.steps_per_epoch}/epoch), batch {t.batch_size}x"
+            f"{info.world_size}x{self.train_step.accum_steps}, heads {cfg.model.heads}, backbone "
+            f"{cfg.model.backbone}, device {info.device}", info)
         while s.step < self.total and not self.stopped:
             if self._train_epoch():
                 break
@@ -241,14 +245,14 @@ class _Loop:
 
     def _after_step(self) -> bool:
         """Log, checkpoint and evaluate as the config says after an optimizer step; True when the run ends here."""
-        r, s = self.cfg["run"], self.state
-        ends = s.step == r["stop_after"]
-        if s.step % r["log_every"] == 0 or s.step == self.total or ends:
+        r, s = self.cfg.run, self.state
+        ends = s.step == r.stop_after
+        if s.step % r.log_every == 0 or s.step == self.total or ends:
             self._log_train()
-        if s.step % r["ckpt_every"] == 0 or s.step == self.total or ends:
+        if s.step % r.ckpt_every == 0 or s.step == self.total or ends:
             self.save()
             self.last_saved = s.step
-        every = self.cfg["eval"]["every"]
+        every = self.cfg.eval.every
         if every and s.step % every == 0 and s.step != self.total and self.pipe.val is not None:
             self.logger.log(s.step, "val", run_evaluation(self.model, self.pipe.val[0], self.cfg, self.info,
                                                           self.pipe.tokenizer))
@@ -279,7 +283,7 @@ class _Loop:
                                    "last_loss": self.last_loss, "counters": dict(c)}
         if self.stopped:
             say(f"stopped after step {s.step} (run.stop_after); continue with --resume --out {self.run_dir}", info)
-        elif cfg["eval"]["at_end"] and self.pipe.val is not None:
+        elif cfg.eval.at_end and self.pipe.val is not None:
             res = run_evaluation(self.model, self.pipe.val[0], cfg, info, self.pipe.tokenizer)
             self.logger.log(s.step, "val", res)
             summary["eval"] = res
@@ -293,7 +297,7 @@ class _Loop:
         if is_main(info):
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
             summary["curves"] = plot_run_quietly(self.run_dir)  # RUN/curves.png (icmlm-train plot RUN)
-            if cfg["data"]["kind"] == "synthetic" and not self.stopped and self.model.fusion_kind is not None:
+            if cfg.data.kind == "synthetic" and not self.stopped and self.model.fusion_kind is not None:
                 summary["attention_figure"] = held_out_figure_quietly(self.run_dir)  # RUN/attention.png
         summary["model"] = self.model
         return summary

@@ -148,7 +148,7 @@ def run_grounding(run_dir: str, *, num_scenes: int = 400, seed: int = 0, checkpo
     run = load_run(run_dir, checkpoint=checkpoint, device=device)
     if run.model.fusion_kind is None:
         return {"step": run.step, "note": "no masked-word head (TP only)"}
-    _, test = held_out_scenes(1, num_scenes, int(run.config["data"]["image_size"]), seed)
+    _, test = held_out_scenes(1, num_scenes, int(run.config.data.image_size), seed)
     return {"step": run.step, **grounding_scores(run_predictor(run), test, seed=seed, batch_size=batch_size)}
 
 

@@ -92,7 +92,7 @@ def full_view_transform(run):
 
     from icmlm_zoo.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-    size = int(run.config["data"]["image_size"])
+    size = int(run.config.data.image_size)
     norm = next((t for t in getattr(run.transform, "transforms", []) if isinstance(t, T.Normalize)), None)
     mean, std = (norm.mean, norm.std) if norm is not None else (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
     return T.Compose([T.Resize((size, size)), T.ToTensor(), T.Normalize(mean, std)])
@@ -119,7 +119,7 @@ def run_pointing_game(run_dir: str, *, num_scenes: int = 200, image_size: int | 
     from .synthetic_probes import held_out_scenes
 
     run = load_run(run_dir, checkpoint=checkpoint)
-    size = image_size or int(run.config["data"]["image_size"])
+    size = image_size or int(run.config.data.image_size)
     _, test = held_out_scenes(1, num_scenes, size, seed)
     result = pointing_game(run_predictor(run), test, batch_size=batch_size, tolerance=tolerance)
     return {**result, "image_size": size, "step": getattr(run, "step", None)}

@@ -12,6 +12,8 @@ import torch
 
 from icmlm_zoo.transforms import create_image_transform
 
+from ..config_sections import Config, DataSection
+
 __all__ = ["backbone_norm", "run_preprocessing", "read_run_preprocessing", "run_transforms", "PREPROCESSING_FILE"]
 
 
@@ -28,27 +30,27 @@ def backbone_norm(model_name: str) -> dict[str, Any]:
 PREPROCESSING_FILE = "preprocessing.json"
 
 
-def run_preprocessing(backbone: str, data_cfg: dict[str, Any]) -> dict[str, Any]:
+def run_preprocessing(backbone: str, d: DataSection) -> dict[str, Any]:
     """The evaluation preprocessing of a run (timm data-config keys): the run's size and ``eval_crop_pct``, the
     backbone's mean/std/interpolation (and crop_pct unless the run sets one)."""
     norm = backbone_norm(backbone)
-    size = int(data_cfg["image_size"])
+    size = int(d.image_size)
     return {"input_size": [3, size, size], "mean": [float(v) for v in norm["mean"]],
             "std": [float(v) for v in norm["std"]], "interpolation": norm.get("interpolation", "bilinear"),
-            "crop_pct": float(data_cfg.get("eval_crop_pct") or norm.get("crop_pct", 0.875))}
+            "crop_pct": float(d.eval_crop_pct or norm.get("crop_pct", 0.875))}
 
 
-def read_run_preprocessing(run_dir: str | Path, cfg: dict[str, Any]) -> dict[str, Any]:
+def read_run_preprocessing(run_dir: str | Path, cfg: Config) -> dict[str, Any]:
     """What the run recorded in ``RUN/preprocessing.json`` (runs from before that file: derived from its
     config as the trainer did)."""
     path = Path(run_dir) / PREPROCESSING_FILE
     if path.is_file():
         return json.loads(path.read_text())
-    return run_preprocessing(cfg["model"]["backbone"], cfg["data"])
+    return run_preprocessing(cfg.model.backbone, cfg.data)
 
 
-def run_transforms(backbone: str, data_cfg: dict[str, Any]) -> tuple[Callable, Callable]:
+def run_transforms(backbone: str, d: DataSection) -> tuple[Callable, Callable]:
     """(training transform, evaluation transform) of a run with this backbone and ``data`` config section."""
-    pre = run_preprocessing(backbone, data_cfg)
-    train = create_image_transform(pre, training=True, scale_min=data_cfg["scale_min"], hflip=data_cfg["hflip"])
+    pre = run_preprocessing(backbone, d)
+    train = create_image_transform(pre, training=True, scale_min=d.scale_min, hflip=d.hflip)
     return train, create_image_transform(pre)
