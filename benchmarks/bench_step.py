@@ -51,7 +51,7 @@ for p in (ROOT, ROOT / "benchmarks"):
         sys.path.insert(0, str(p))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # On a shared machine, OpenMP threads that spin-wait at barriers while other processes hold the cores make
-# small ops up to 100x slower (measured here: a tiny ResNet step 1.9 s active vs 0.02 s passive). Only effective
+# small ops far slower (docs/performance.md, "How it is measured"). Only effective
 # when set before torch is imported (i.e. when run as a script).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 

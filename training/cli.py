@@ -153,15 +153,10 @@ def _train(args: argparse.Namespace) -> int:
 
 def _export_and_verify(run: Path, model: str | None, tag: str, out: str | None, checkpoint: str,
                        overwrite: bool = False) -> Path:
-    import yaml
-
     from . import checkpoint as ckpt
     from .export import backbone_state_dict, export_run, verify_export
-    cfg_file = Path(run) / "config.yaml"
-    if not cfg_file.is_file():
-        raise FileNotFoundError(f"{run} is not an icmlm-train run folder (no config.yaml); give the folder "
-                                "that `icmlm-train --out` wrote")
-    model = model or yaml.safe_load(cfg_file.read_text())["model"]["backbone"]
+    from .run_folder import read_run_config
+    model = model or read_run_config(run).model.backbone
     out_dir = Path(out) if out else Path(run) / "export" / f"{model}.{tag}"
     folder = export_run(run, model, tag, out_dir, checkpoint=checkpoint, overwrite=overwrite)
     ref = backbone_state_dict(ckpt.load_checkpoint(ckpt.resolve_checkpoint(run, checkpoint))["model"])

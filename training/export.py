@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ckpt
-from .config import load_config, sections
+from .run_folder import read_run_config
 from .data.transforms import read_run_preprocessing
 
 __all__ = ["backbone_state_dict", "export_run", "verify_export"]
@@ -35,10 +35,7 @@ def export_run(run_dir: str | Path, model_name: str | None, tag: str, out_dir: s
 
     from .backbones import ensure_registered
     run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.yaml"
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{cfg_path} not found; is {run_dir} a training run folder?")
-    cfg = sections(load_config(config_file=cfg_path))
+    cfg = read_run_config(run_dir)
     model_name = model_name or cfg.model.backbone
     ensure_registered(model_name)
     path = ckpt.resolve_checkpoint(run_dir, checkpoint)

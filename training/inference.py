@@ -15,11 +15,12 @@ from typing import Any, Callable
 import torch
 
 from . import checkpoint as ckpt
-from .config import Config, load_config, sections
+from .config import Config
 from icmlm_zoo.transforms import create_image_transform
 
 from .data.transforms import read_run_preprocessing
 from .model import ICMLM, build_model
+from .run_folder import read_run_config
 from .tags import load_tags, split_words
 
 __all__ = ["LoadedRun", "load_run", "encode_masked_captions", "predict_masked"]
@@ -45,10 +46,7 @@ def load_run(run_dir: str | Path, checkpoint: str | int = "last", device: str | 
     """Rebuild the model of ``run_dir`` from its ``config.yaml`` and load a checkpoint (``last``, a step
     number or a file); the frozen text encoder is reloaded from its source (``text.model``)."""
     run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.yaml"
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{cfg_path} not found; is {run_dir} a training run folder?")
-    cfg = sections(load_config(config_file=cfg_path))
+    cfg = read_run_config(run_dir)
     text = None
     if cfg.model.fusion is not None:
         from .text import load_text_side

@@ -13,13 +13,10 @@ _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt(3) parameters
 
 def retain_freed_memory(enable: bool = True) -> bool:
     """Keep freed memory in this process instead of returning it to the OS (glibc only; returns whether it
-    was applied). A CPU training step allocates and frees gigabytes of activations and gradients; by default
-    glibc serves large blocks (above a threshold that starts at 128 KB and grows up to 32 MB) with ``mmap``,
-    unmaps them on free and trims the heap, so every step page-faults them in again (measured here: up to
-    ~400 000 faults and ~1 s of system time per ICMLM ResNet-50 step at batch 16). With large blocks
-    taken from the heap and the heap never trimmed, memory stays at the peak of a step and is reused — the
-    effect of the jemalloc/tcmalloc preloads recommended for CPU training, without a preload. Processes
-    forked afterwards (DataLoader workers) inherit the setting. ``enable=False`` restores glibc's defaults."""
+    was applied): large blocks come from the heap and the heap is never trimmed, so the memory a training step
+    frees is reused by the next instead of being unmapped and faulted in again page by page (what that costs
+    and buys: docs/performance.md, "Speed levers"). Processes forked afterwards (DataLoader workers) inherit
+    the setting. ``enable=False`` restores glibc's defaults."""
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
     try:

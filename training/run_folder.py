@@ -6,9 +6,10 @@ import time
 from pathlib import Path
 
 from . import checkpoint as ckpt
+from .config import Config, load_config, sections
 from .distributed import DistInfo, barrier, broadcast_object, is_main, say
 
-__all__ = ["RunFolderError", "prepare_run_dir", "open_run_dir", "undo_setup"]
+__all__ = ["RunFolderError", "prepare_run_dir", "open_run_dir", "undo_setup", "read_run_config"]
 
 
 class RunFolderError(RuntimeError):
@@ -60,3 +61,13 @@ def undo_setup(run_dir: Path, before: set[Path] | None, info: DistInfo) -> None:
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
     if before is None and not any(run_dir.iterdir()):
         run_dir.rmdir()
+
+
+def read_run_config(run_dir: str | Path) -> Config:
+    """The typed config a run was trained with (``RUN/config.yaml``, keys added since filled from the defaults);
+    the one reader of a run's config for export, inference and evaluation."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not an icmlm-train run folder (no config.yaml); give the folder "
+                                "that `icmlm-train --out` wrote")
+    return sections(load_config(config_file=path))
