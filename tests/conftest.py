@@ -44,3 +44,14 @@ def isolated_caches(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(hub_cache))
     monkeypatch.setenv("ICMLM_ZOO_CACHE", str(tmp_path / "icmlm-cache"))
     return tmp_path
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op torch thread for the test: tiny tensors run as fast alone and much faster on a busy CPU."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -13,13 +13,7 @@ from icmlm_zoo.detection.torchvision_recipe import (build_faster_rcnn, freeze_ba
                                                     train_steps)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is as fast alone and much faster on a shared, busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tiny() -> str:

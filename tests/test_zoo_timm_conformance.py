@@ -41,16 +41,8 @@ MODEL_PARAMS = [n if n in REPRESENTATIVES else pytest.param(n, marks=pytest.mark
 SIZE = {"icmlm_vgg16": 32}
 DEFAULT_SIZE = 64
 
-pytestmark = pytest.mark.filterwarnings(r"ignore:`torch\.jit\.\w+` is deprecated:FutureWarning")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny inputs: one intra-op thread is as fast alone and much faster on a shared, busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [pytest.mark.filterwarnings(r"ignore:`torch\.jit\.\w+` is deprecated:FutureWarning"),
+              pytest.mark.usefixtures("one_thread")]
 
 
 def _input(name: str, batch: int = 1, seed: int = 0) -> torch.Tensor:
