@@ -10,6 +10,8 @@ paired with another scene's image: what the text alone gives) and next to its bl
   the colour of the object its phrase names ("the [MASK] circle on the left and the [MASK] square ..."). A
   model that only knows which colours are present (a bag of colours) gets about 1/(number of objects); blind
   chance is 1/6.
+  Where each binding mask's attention peaks, and whether its answer follows the object there, is reported too
+  (:func:`binding_attention`): it tells binding through attention from a bag of colours read anywhere.
 * **pointing**: for the visual-word masks whose word names exactly one object, the arg-max cell of the mask's
   attention must fall inside that object's box; chance is the share of cells inside it.
 
@@ -22,7 +24,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-__all__ = ["ATTRIBUTES", "visual_word_items", "binding_items", "grounding_scores", "run_grounding", "markdown"]
+__all__ = ["ATTRIBUTES", "visual_word_items", "binding_items", "binding_attention", "grounding_scores", "run_grounding",
+           "markdown"]
 
 ATTRIBUTES = ("color", "shape", "size")
 Predict = Callable[[list, list[str]], list[dict[str, Any]]]
@@ -66,8 +69,38 @@ def binding_items(scenes) -> list[dict[str, Any]]:
         for c in colors:
             cap = _mask_all(cap, c)
         items.append({"scene": i, "image": s["image"], "caption": cap, "targets": [w for _, w in found],
-                      "n_objects": len(colors)})
+                      "n_objects": len(colors), "boxes": {o["color"]: o["box"] for o in s["objects"]}})
     return items
+
+
+def binding_attention(items: list[dict[str, Any]], outs: list[dict[str, Any]]) -> dict[str, float]:
+    """Where the binding masks look, and whether the answer follows: the share of masks whose attention peak
+    falls inside the object its phrase names (``binding_peak_on_named``), top-1 when it does
+    (``binding_top1_peak_on_named``) and when it falls on another object (``binding_top1_peak_on_other``), and
+    how often a mask looking at another object answers with *that* object's colour (``binding_follows_peak``).
+    A head that binds through its attention has high values for all but the third."""
+    from .pointing_game import _inside, peak_point
+
+    named, other, follows = [], [], []
+    for it, out in zip(items, outs):
+        for m, target in zip(out.get("masks") or [], it["targets"]):
+            if m.get("attention") is None:
+                continue
+            a = m["attention"]
+            a = np.asarray(a.detach().float().cpu() if hasattr(a, "detach") else a, dtype=np.float64)
+            x, y = peak_point(a, it["image"].size)
+            hit = str(m["topk_tokens"][0]).strip().lower() == target
+            under = [c for c, box in it["boxes"].items() if _inside(x, y, box, 0.0)]
+            if target in under:
+                named.append(hit)
+            elif under:
+                other.append(hit)
+                follows.append(str(m["topk_tokens"][0]).strip().lower() in under)
+    n = len(named) + len(other)
+    mean = lambda xs: float(np.mean(xs)) if xs else float("nan")  # noqa: E731
+    return {"binding_peak_on_named": len(named) / n if n else float("nan"),
+            "binding_top1_peak_on_named": mean(named), "binding_top1_peak_on_other": mean(other),
+            "binding_follows_peak": mean(follows)}
 
 
 def _peak_in_box(att, image_size: tuple[int, int], box: Sequence[float]) -> tuple[bool, float]:
@@ -127,8 +160,10 @@ def grounding_scores(predict: Predict, scenes, *, seed: int = 0, batch_size: int
         if not shuffled:
             res["pointing_chance"] = float(np.mean([p[1] for p in pts])) if pts else float("nan")
         if bind:
-            bh = _hits(bind, _predict_all(predict, bind, batch_size, shuffled))
-            res[f"binding_top1{sfx}"] = float(np.mean([h for row in bh for h in row]))
+            bind_outs = _predict_all(predict, bind, batch_size, shuffled)
+            res[f"binding_top1{sfx}"] = float(np.mean([h for row in _hits(bind, bind_outs) for h in row]))
+            if not shuffled:
+                res.update(binding_attention(bind, bind_outs))
     res["image_use_gap"] = res["visual_top1"] - res["visual_top1_shuffled"]
     if bind:
         res["binding_chance"] = 1.0 / 6
@@ -169,4 +204,10 @@ def markdown(result: dict[str, Any]) -> str:
     lines += [f"| {name} | {pct(a)} | {pct(b)} | {pct(c) if c else '–'} |" for name, a, b, c in rows]
     lines += ["", f"Image-use gap (visual-word top-1, real − shuffled): {100 * result['image_use_gap']:+.1f} points. "
               f"A bag of colours scores about {pct('binding_bag_of_colors')} on binding."]
+    if "binding_peak_on_named" in result:
+        lines += ["", f"Binding masks look at the object their phrase names {pct('binding_peak_on_named')} % of the time "
+                  f"(top-1 {pct('binding_top1_peak_on_named')} % then, {pct('binding_top1_peak_on_other')} % when they "
+                  f"look at another object, and then they name that object's colour {pct('binding_follows_peak')} % "
+                  "of the time). A head that binds through its attention would be right when it looks at the named "
+                  "object and would name the colour it looks at otherwise."]
     return "\n".join(lines) + "\n"
