@@ -16,9 +16,11 @@ from collections import Counter
 
 import torch
 
+from .config_sections import Config
 from .distributed import DistInfo, all_reduce_sum
 
-__all__ = ["VisualWords", "visual_words_for", "evaluate", "eval_line", "autocast", "to_device", "topk_hits"]
+__all__ = ["VisualWords", "visual_words_for", "evaluate", "run_evaluation", "eval_line", "autocast", "to_device",
+           "topk_hits"]
 
 
 class VisualWords:
@@ -152,3 +154,9 @@ def eval_line(res: dict[str, float]) -> str:
         parts.append(f"masked-word top-1 {res['top1']:.3f} (shuffled images {res['top1_shuffled']:.3f}), "
                      f"top-5 {res['top5']:.3f} over {int(res['masked'])} masked tokens")
     return "; ".join(parts)
+
+
+def run_evaluation(model, loader, cfg: Config, info: DistInfo, tokenizer=None) -> dict[str, float]:
+    """:func:`evaluate` with a run's settings (``train.amp``, ``eval.max_batches``) and its data's visual words."""
+    return evaluate(model, loader, amp=cfg.train.amp, max_batches=cfg.eval.max_batches, info=info,
+                    tokenizer=tokenizer, visual=visual_words_for(cfg.data.kind))

@@ -26,7 +26,7 @@ from .config import Config, dump, sections
 from .curves import plot_run_quietly
 from .data.transforms import PREPROCESSING_FILE, run_preprocessing
 from .distributed import DistInfo, barrier, gather_objects, is_main, say
-from .evaluation import eval_line, evaluate, to_device, topk_hits, visual_words_for
+from .evaluation import eval_line, run_evaluation, to_device, topk_hits
 from .guards import DataFailureError, Guards, NoProgressError, NonFiniteError
 from .memory import resolve_retain_memory, retain_freed_memory
 from .metrics_log import MetricsLogger
@@ -35,7 +35,7 @@ from .pipeline import Pipeline, build_pipeline
 from .run_folder import RunFolderError, open_run_dir, prepare_run_dir, undo_setup
 from .step import TrainStep
 
-__all__ = ["train", "prepare_run_dir", "LoopState", "run_evaluation", "DataFailureError", "RunFolderError",
+__all__ = ["train", "prepare_run_dir", "LoopState", "DataFailureError", "RunFolderError",
            "NonFiniteError", "NoProgressError"]
 
 log = logging.getLogger("icmlm-train")
@@ -49,12 +49,6 @@ class LoopState:
     epoch: int = 0
     batch_in_epoch: int = 0
     counters: Counter = field(default_factory=Counter)
-
-
-def run_evaluation(model, loader, cfg: Config, info: DistInfo, tokenizer=None) -> dict[str, float]:
-    """:func:`icmlm_zoo.training.evaluation.evaluate` with the run's settings and the data's visual words."""
-    return evaluate(model, loader, amp=cfg.train.amp, max_batches=cfg.eval.max_batches, info=info,
-                    tokenizer=tokenizer, visual=visual_words_for(cfg.data.kind))
 
 
 def train(cfg: dict, run_dir: Path, info: DistInfo, *, resume: bool = False, text=None) -> dict[str, Any]:
