@@ -85,7 +85,7 @@ def main(argv=None) -> int:
     from icmlm_zoo.training.data.records import open_image
     from icmlm_zoo.training.data.synthetic import COLORS, SHAPES, SIZES
     from icmlm_zoo.training.config_sections import DataSection
-    from icmlm_zoo.training.data.transforms import run_transforms
+    from icmlm_zoo.training.data.transforms import run_preprocessing, run_transforms
     from icmlm_zoo.training.masking import CaptionMasker
     from icmlm_zoo.training.model import build_model
     from icmlm_zoo.training.optim import build_optimizer
@@ -98,7 +98,8 @@ def main(argv=None) -> int:
     text = make_text_side(args.quick)
     tags = list(SHAPES) + list(COLORS) + list(SIZES)
     tag_index = {w: i for i, w in enumerate(tags)}
-    ttf = run_transforms("icmlm_resnet50", DataSection(image_size=args.size, scale_min=0.5))[0]
+    data = DataSection(image_size=args.size, scale_min=0.5)
+    ttf = run_transforms(run_preprocessing("icmlm_resnet50", data), data)[0]
     masker = CaptionMasker(text.tokenizer, tags, max_length=40)
     source = PairsSource(index)
     ds = ICMLMDataset(source, SampleBuilder(ttf, masker, tag_index, tp_targets="caption", seed=0))

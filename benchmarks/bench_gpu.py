@@ -225,7 +225,7 @@ def _pipeline(args, text, dev, attfc_step, bare_step, num_tags) -> dict:
     from icmlm_zoo.training.data.pairs import PairsSource
     from icmlm_zoo.training.data.synthetic import COLORS, SHAPES, SIZES
     from icmlm_zoo.training.config_sections import DataSection
-    from icmlm_zoo.training.data.transforms import backbone_norm, run_transforms
+    from icmlm_zoo.training.data.transforms import run_preprocessing, run_transforms
     from icmlm_zoo.training.masking import CaptionMasker
 
     tmp = Path(tempfile.mkdtemp(prefix="icmlm-bench-gpu-"))
@@ -234,7 +234,8 @@ def _pipeline(args, text, dev, attfc_step, bare_step, num_tags) -> dict:
     tag_index = {w: i for i, w in enumerate(tags + [f"tag{i}" for i in range(num_tags - len(tags))])}
     masker = CaptionMasker(text.tokenizer, tags, max_length=40)
     source = PairsSource(index)
-    norm = backbone_norm("icmlm_resnet50")
+    data = DataSection(image_size=args.size, scale_min=0.5)
+    norm = run_preprocessing("icmlm_resnet50", data)
     mean = torch.tensor(norm["mean"], device=dev).view(1, 3, 1, 1) * 255
     std = torch.tensor(norm["std"], device=dev).view(1, 3, 1, 1) * 255
     pad = text.tokenizer.pad_token_id
@@ -242,7 +243,7 @@ def _pipeline(args, text, dev, attfc_step, bare_step, num_tags) -> dict:
                      persistent_workers=False, prefetch_factor=4 if args.workers else None, shuffle=True)
     gpu_dl = torch.utils.data.DataLoader(_JpegCaptions(source, masker, tag_index),
                                          collate_fn=functools.partial(_collate_jpeg, pad_id=pad), **loader_kw)
-    ttf = run_transforms("icmlm_resnet50", DataSection(image_size=args.size, scale_min=0.5))[0]
+    ttf = run_transforms(norm, data)[0]
     cpu_ds = ICMLMDataset(source, SampleBuilder(ttf, masker, tag_index, seed=0))
     cpu_dl = torch.utils.data.DataLoader(cpu_ds, collate_fn=Collator(pad), **loader_kw)
 

@@ -109,14 +109,15 @@ def test_one_factory_gives_the_weights_preprocessing():
     import icmlm_zoo  # noqa: F401
     from icmlm_zoo.evaluation.features import eval_transform
     from icmlm_zoo.training.config_sections import DataSection
-    from icmlm_zoo.training.data.transforms import run_transforms
+    from icmlm_zoo.training.data.transforms import run_preprocessing, run_transforms
     model = timm.create_model("icmlm_resnet_tiny", pretrained=False)
     cfg = timm.data.resolve_model_data_config(model)
     image = _photo(size=(90, 70))
     ours = eval_transform(cfg, 48)(image)
     theirs = timm.data.create_transform(**{**cfg, "input_size": (3, 48, 48)}, is_training=False)(image)
     assert torch.equal(ours, theirs)
-    train, evaluation = run_transforms("icmlm_resnet_tiny", DataSection(image_size=40, scale_min=1.0, eval_crop_pct=1.0))
+    data = DataSection(image_size=40, scale_min=1.0, eval_crop_pct=1.0)
+    train, evaluation = run_transforms(run_preprocessing("icmlm_resnet_tiny", data), data)
     square = _photo(size=(64, 64))
     assert torch.equal(train(square), evaluation(square))  # no augmentation: resize only, nothing cropped
     assert train(square).shape == (3, 40, 40)

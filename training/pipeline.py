@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .config_sections import Config, TagsSection
 from .data import Collator, SampleBuilder, build_loader, build_source
-from .data.transforms import run_transforms
+from .data.transforms import run_preprocessing, run_transforms
 from .distributed import DistInfo, barrier, is_main
 from .masking import CaptionMasker
 from .model import ICMLM, build_model
@@ -19,13 +19,14 @@ __all__ = ["Pipeline", "build_pipeline", "resolve_tags"]
 @dataclass
 class Pipeline:
     """What :func:`build_pipeline` made. ``train`` / ``val`` are (DataLoader, the object that takes
-    ``set_epoch``) or None; ``text`` is None without an MLM head, ``tags`` None without tags."""
+    ``set_epoch``) or None; ``text`` is None without an MLM head, ``tags`` None without tags; ``preprocessing``
+    is the run's evaluation preprocessing record (``RUN/preprocessing.json``)."""
     text: Any
     tags: list[str] | None
     train: tuple[Any, Any]
     val: tuple[Any, Any] | None
     model: ICMLM
-    eval_transform: Callable
+    preprocessing: dict[str, Any]
 
     @property
     def tokenizer(self):
@@ -93,7 +94,8 @@ def build_pipeline(cfg: Config, run_dir: Path, info: DistInfo, *, text=None) -> 
                                no_tag=m.no_tag, random_prob=m.random_prob,
                                groups=load_tag_pos(run_dir / "tags.txt") if m.together == "pos" else None)
     tag_index = {w: i for i, w in enumerate(tags)} if ("tp" in heads and tags) else None
-    train_tf, eval_tf = run_transforms(cfg.model.backbone, cfg.data)
+    pre = run_preprocessing(cfg.model.backbone, cfg.data)
+    train_tf, eval_tf = run_transforms(pre, cfg.data)
     tp_targets = cfg.model.tp.targets
     seed = cfg.run.seed
     collator = Collator(text.tokenizer.pad_token_id if text else 0)
@@ -102,4 +104,4 @@ def build_pipeline(cfg: Config, run_dir: Path, info: DistInfo, *, text=None) -> 
     val = build_loader(cfg, "val", SampleBuilder(eval_tf, masker, tag_index, tp_targets=tp_targets, seed=seed + 1),
                        collator, rank=info.rank, world_size=info.world_size)
     model = build_model(cfg, text, len(tags) if tags else 0)
-    return Pipeline(text=text, tags=tags, train=train, val=val, model=model, eval_transform=eval_tf)
+    return Pipeline(text=text, tags=tags, train=train, val=val, model=model, preprocessing=pre)

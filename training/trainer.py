@@ -24,7 +24,7 @@ from . import checkpoint as ckpt
 from .attention_figure import held_out_figure_quietly
 from .config import Config, dump, sections
 from .curves import plot_run_quietly
-from .data.transforms import PREPROCESSING_FILE, run_preprocessing
+from .data.transforms import PREPROCESSING_FILE
 from .distributed import DistInfo, barrier, gather_objects, is_main, say
 from .evaluation import eval_line, run_evaluation, to_device, topk_hits
 from .guards import DataFailureError, Guards, NoProgressError, NonFiniteError
@@ -122,8 +122,7 @@ class _Loop:
             saved = dataclasses.asdict(cfg)  # with the tag file the pipeline resolved
             saved["run"]["stop_after"] = None
             (run_dir / "config.yaml").write_text(dump(saved))
-            pre = run_preprocessing(cfg.model.backbone, cfg.data)
-            (run_dir / PREPROCESSING_FILE).write_text(json.dumps(pre, indent=2) + "\n")
+            (run_dir / PREPROCESSING_FILE).write_text(json.dumps(self.pipe.preprocessing, indent=2) + "\n")
         barrier(info)
         module = self.model
         if info.enabled:

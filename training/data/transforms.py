@@ -49,8 +49,8 @@ def read_run_preprocessing(run_dir: str | Path, cfg: Config) -> dict[str, Any]:
     return run_preprocessing(cfg.model.backbone, cfg.data)
 
 
-def run_transforms(backbone: str, d: DataSection) -> tuple[Callable, Callable]:
-    """(training transform, evaluation transform) of a run with this backbone and ``data`` config section."""
-    pre = run_preprocessing(backbone, d)
+def run_transforms(pre: dict[str, Any], d: DataSection) -> tuple[Callable, Callable]:
+    """(training transform, evaluation transform) of a run: its preprocessing record (:func:`run_preprocessing`)
+    and the augmentation settings of its ``data`` section."""
     train = create_image_transform(pre, training=True, scale_min=d.scale_min, hflip=d.hflip)
     return train, create_image_transform(pre)
