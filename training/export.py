@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ckpt
-from .run_folder import read_run_config
 from .data.transforms import read_run_preprocessing
+from .run_folder import read_run_config
 
 __all__ = ["backbone_state_dict", "export_run", "verify_export"]
 

@@ -14,10 +14,10 @@ from typing import Any, Callable
 
 import torch
 
-from . import checkpoint as ckpt
-from .config import Config
 from icmlm_zoo.transforms import create_image_transform
 
+from . import checkpoint as ckpt
+from .config import Config
 from .data.transforms import read_run_preprocessing
 from .model import ICMLM, build_model
 from .run_folder import read_run_config

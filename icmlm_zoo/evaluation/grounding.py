@@ -86,9 +86,7 @@ def binding_attention(items: list[dict[str, Any]], outs: list[dict[str, Any]]) -
         for m, target in zip(out.get("masks") or [], it["targets"]):
             if m.get("attention") is None:
                 continue
-            a = m["attention"]
-            a = np.asarray(a.detach().float().cpu() if hasattr(a, "detach") else a, dtype=np.float64)
-            x, y = peak_point(a, it["image"].size)
+            x, y = peak_point(m["attention"], it["image"].size)
             hit = str(m["topk_tokens"][0]).strip().lower() == target
             under = [c for c, box in it["boxes"].items() if _inside(x, y, box, 0.0)]
             if target in under:
@@ -106,9 +104,8 @@ def binding_attention(items: list[dict[str, Any]], outs: list[dict[str, Any]]) -
 def _peak_in_box(att, image_size: tuple[int, int], box: Sequence[float]) -> tuple[bool, float]:
     from .pointing_game import _inside, chance_hit_rate, peak_point
 
-    a = np.asarray(att.detach().float().cpu() if hasattr(att, "detach") else att, dtype=np.float64)
-    x, y = peak_point(a, image_size)
-    return _inside(x, y, box, 0.0), chance_hit_rate(a.shape, image_size, box, 0.0)
+    x, y = peak_point(att, image_size)
+    return _inside(x, y, box, 0.0), chance_hit_rate(tuple(att.shape), image_size, box, 0.0)
 
 
 def _predict_all(predict: Predict, items: list[dict], batch_size: int, shuffled: bool) -> list[dict]:

@@ -28,7 +28,10 @@ def mask_object_word(caption: str, objects: Sequence[dict]) -> tuple[str, dict] 
 
 
 def peak_point(attention, image_size: tuple[int, int]) -> tuple[float, float]:
-    """Centre ``(x, y)`` in pixels of the arg-max cell of an ``h x w`` map over an image of ``(W, H)``."""
+    """Centre ``(x, y)`` in pixels of the arg-max cell of an ``h x w`` map (array or tensor, any dtype or
+    device) over an image of ``(W, H)``."""
+    if hasattr(attention, "detach"):
+        attention = attention.detach().float().cpu()
     att = np.asarray(attention, dtype=np.float64)
     h, w = att.shape
     r, c = np.unravel_index(int(att.argmax()), att.shape)
@@ -74,7 +77,6 @@ def pointing_game(predict: Predict, scenes, *, batch_size: int = 16, tolerance: 
                 no_att += 1
                 continue
             top1 += int(str(m["topk_tokens"][0]).strip().lower() == obj["shape"])
-            att = np.asarray(att.detach().float().cpu() if hasattr(att, "detach") else att)
             x, y = peak_point(att, image.size)
             hits += int(_inside(x, y, obj["box"], tolerance))
             chance += chance_hit_rate(att.shape, image.size, obj["box"], tolerance)
