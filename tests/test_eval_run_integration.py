@@ -56,3 +56,30 @@ def test_pointing_attention_compare_export(run_dir, tmp_path):
         back = detectron2_to_timm(pickle.load(f))
     ref = backbone.state_dict()
     assert set(back) == set(ref) and all(torch.equal(back[k], ref[k]) for k in ref)
+
+
+def test_binding_diagnosis_quick(run_dir, tmp_path):
+    """``icmlm-eval binding-diagnosis --quick`` on a real run: the frozen MiniLM state at a binding mask tells
+    which object its phrase names (well above the majority shape), the trunk probes and the three fresh heads
+    are reported with their controls, and the table is written."""
+    from icmlm_zoo.evaluation.cli import main
+
+    out = tmp_path / "bd"
+    assert main(["binding-diagnosis", "--run", str(run_dir), "--quick", "--masks", "single", "binding",
+                 "--out", str(out)]) == 0
+    res = json.loads((out / "binding_diagnosis.json").read_text())
+    assert res["text_named_shape"] > res["text_named_shape_majority"] + 0.2
+    assert set(res["heads"]) == {"single", "binding"}
+    for head in res["heads"].values():
+        assert {"binding", "binding_shuffled", "visual", "pointing", "curve"} <= set(head) and 0 <= head["binding"] <= 1
+    assert 0.3 < res["binding_bag_of_colors"] < 0.5 and 0 <= res["trunk_color_multi_object"] <= 1
+    assert "| binding masks |" in (out / "binding_diagnosis.md").read_text()
+    assert res["trunk"] == "the run's"
+    # the same heads on a random trunk (the control of what pretraining gave the trunk)
+    assert main(["binding-diagnosis", "--run", str(run_dir), "--quick", "--masks", "binding", "--trunk", "random",
+                 "--out", str(tmp_path / "bd_random")]) == 0
+    rnd = json.loads((tmp_path / "bd_random" / "binding_diagnosis.json").read_text())
+    assert rnd["trunk"] == "random" and list(rnd["heads"]) == ["binding"]
+    assert rnd["text_named_shape"] == res["text_named_shape"]  # the frozen text side does not depend on the trunk
+    with pytest.raises(SystemExit):
+        main(["binding-diagnosis", "--run", str(run_dir), "--masks", "every"])

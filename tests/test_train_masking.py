@@ -129,3 +129,44 @@ def test_together_pos_masks_every_tag_word_of_the_chosen_part_of_speech(text_sid
     plain = CaptionMasker(tok, list(groups), max_length=40)
     assert all(len(plain("a small red circle and a blue square", np.random.default_rng(s)).masked_words) == 1
                for s in range(5))
+
+
+def test_together_class_masks_the_chosen_words_class_in_a_share_of_the_captions(text_side):
+    """masking.together=class with the synthetic scenes' word classes: a chosen colour masks every colour the
+    caption names, and nothing else ("a small [MASK] circle and a [MASK] square": the shape and size words
+    that tell which object each mask belongs to stay visible); together_prob mixes such captions with plain
+    single masks."""
+    from icmlm_zoo.training.tags import masking_groups
+    tok = text_side.tokenizer
+    groups = masking_groups("class", tag_file="unused", groups_file=None, data_kind="synthetic")
+    assert groups["red"] == groups["blue"] == "color" and groups["circle"] == "shape" and groups["small"] == "size"
+    tags = ["small", "red", "blue", "circle", "square"]
+    caption = "a small red circle and a blue square"
+    always = CaptionMasker(tok, tags, max_length=40, groups=groups)
+    classes = {tuple(always(caption, np.random.default_rng(s)).masked_words) for s in range(30)}
+    assert classes == {("blue", "red"), ("circle", "square"), ("small",)}
+    mixed = CaptionMasker(tok, tags, max_length=40, groups=groups, together_prob=0.5)
+    sizes = [len(mixed(caption, np.random.default_rng(s)).masked_words) for s in range(200)]
+    grouped = sum(n == 2 for n in sizes) / len(sizes)  # a colour or shape chosen, and its class masked too
+    assert 0.2 < grouped < 0.5  # 4 of 5 words have a partner, masked with it in half of the captions: 0.4
+    never = CaptionMasker(tok, tags, max_length=40, groups=groups, together_prob=0.0)
+    assert all(len(never(caption, np.random.default_rng(s)).masked_words) == 1 for s in range(20))
+
+
+def test_word_groups_file_and_the_errors_that_say_what_to_do(tmp_path):
+    from icmlm_zoo.training.config import ConfigError, DEFAULTS, merge, validate
+    from icmlm_zoo.training.tags import load_word_groups, masking_groups
+    f = tmp_path / "groups.tsv"
+    f.write_text("# word\tclass\nRed\tcolour\nblue\tcolour\ndog\tanimal\n", encoding="utf-8")
+    assert load_word_groups(f) == {"red": "colour", "blue": "colour", "dog": "animal"}
+    assert masking_groups("class", tag_file="unused", groups_file=str(f), data_kind="coco")["dog"] == "animal"
+    assert masking_groups("none", tag_file="unused", groups_file=str(f), data_kind="coco") is None
+    f.write_text("red colour\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"groups.tsv:1: expected 'word<TAB>group'"):
+        load_word_groups(f)
+    with pytest.raises(FileNotFoundError, match="masking.groups_file"):
+        load_word_groups(tmp_path / "missing.tsv")
+    cfg = merge(DEFAULTS, {"data": {"kind": "coco"}, "masking": {"together": "class"}})
+    with pytest.raises(ConfigError, match="masking.groups_file"):
+        validate(cfg)
+    validate(merge(cfg, {"masking": {"groups_file": str(f)}}))

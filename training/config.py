@@ -32,6 +32,10 @@ def validate(cfg: dict) -> dict:
         raise ConfigError(f"model.heads={heads!r}: each head at most once")
     if "attfc" in heads and "tfm" in heads:
         raise ConfigError("model.heads: choose one MLM head (attfc or tfm), not both")
+    m = cfg["masking"]
+    if m["together"] == "class" and not m["groups_file"] and cfg["data"]["kind"] != "synthetic":
+        raise ConfigError(f"masking.together=class needs word classes for data.kind={cfg['data']['kind']}: set "
+                          "masking.groups_file to a file of 'word<TAB>class' lines (e.g. 'red<TAB>colour')")
     return cfg
 
 

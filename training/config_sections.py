@@ -154,8 +154,12 @@ class MaskingSection:
     k: int = key(1, integer(1), "tag words masked per caption (all their wordpieces, every occurrence)")
     no_tag: str = key("skip", choice("skip", "random_word"), "what to do with captions without a tag word")
     random_prob: float = key(0.15, floating(0.0, 1.0, lo_open=True))
-    together: str = key("none", choice("none", "pos"),
-                        "none | pos: also mask the caption's other tag words of a chosen word's POS")
+    together: str = key("none", choice("none", "pos", "class"),
+                        "none | pos | class: also mask the caption's other tag words of a chosen word's part of "
+                        "speech (pos) or word class (class: masking.groups_file, or the synthetic scenes' own)")
+    together_prob: float = key(1.0, floating(0.0, 1.0), "chance per caption that the chosen words' groups are masked with them")
+    groups_file: str | None = key(None, _PATH,
+                                  "word<TAB>class lines for masking.together=class (e.g. colour, shape)")
 
 
 @dataclass

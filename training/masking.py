@@ -34,7 +34,8 @@ class CaptionMasker:
 
     ``strategy="tags"``: ``k`` distinct tag words present in the caption (and not cut by truncation) are
     chosen with ``rng`` and all their wordpieces, at every occurrence, replaced by ``[MASK]``; with ``groups``
-    (word -> part of speech) every other tag word of a chosen word's group in the caption is masked too. A caption without a tag word raises
+    (word -> part of speech or word class) every other tag word of a chosen word's group in the caption is
+    masked too, in a share ``together_prob`` of the captions. A caption without a tag word raises
     :class:`SampleSkipped` (``no_tag="skip"``) or gets a random alphabetic word masked (``"random_word"``).
     ``strategy="random"``: each non-special token is picked with ``random_prob`` (at least one), then
     80 % [MASK] / 10 % random token / 10 % kept. Captions longer than ``max_length`` tokens are truncated.
@@ -42,7 +43,7 @@ class CaptionMasker:
 
     def __init__(self, tokenizer, tags: list[str] | None, *, max_length: int = 40, strategy: str = "tags",
                  k: int = 1, no_tag: str = "skip", random_prob: float = 0.15,
-                 groups: dict[str, str] | None = None) -> None:
+                 groups: dict[str, str] | None = None, together_prob: float = 1.0) -> None:
         if strategy == "tags" and not tags:
             raise ValueError("masking.strategy=tags needs a non-empty tag vocabulary")
         if max_length < 4:
@@ -51,7 +52,9 @@ class CaptionMasker:
         self.tags = set(tags or [])
         self.max_length, self.strategy, self.k = max_length, strategy, k
         self.no_tag, self.random_prob = no_tag, random_prob
-        self.groups = groups  # masking.together=pos: word -> part of speech; a chosen word's group is masked too
+        # masking.together: word -> part of speech or word class; a chosen word's group is masked too, in a
+        # share together_prob of the captions
+        self.groups, self.together_prob = groups, together_prob
         self.mask_id = tokenizer.mask_token_id
         self.special = set(tokenizer.all_special_ids)
 
@@ -90,7 +93,7 @@ class CaptionMasker:
             if not cand:
                 raise SampleSkipped("no_word")
         chosen = {str(c) for c in rng.choice(cand, size=min(self.k, len(cand)), replace=False)}
-        if self.groups:
+        if self.groups and (self.together_prob >= 1.0 or rng.random() < self.together_prob):
             together = {self.groups.get(c) for c in chosen} - {None, ""}
             chosen |= {c for c in cand if self.groups.get(c) in together}
         out = list(ids)

@@ -79,7 +79,7 @@ def resolve_tags(cfg: Config, run_dir: Path, source, info: DistInfo) -> list[str
 
 def build_pipeline(cfg: Config, run_dir: Path, info: DistInfo, *, text=None) -> Pipeline:
     """Everything but the loop: text side, tags, transforms, loaders and the model."""
-    from .tags import load_tag_pos
+    from .tags import masking_groups
     from .text import load_text_side
     heads = cfg.model.heads
     fusion = cfg.model.fusion is not None
@@ -92,7 +92,9 @@ def build_pipeline(cfg: Config, run_dir: Path, info: DistInfo, *, text=None) -> 
         m = cfg.masking
         masker = CaptionMasker(text.tokenizer, tags, max_length=cfg.text.max_length, strategy=m.strategy, k=m.k,
                                no_tag=m.no_tag, random_prob=m.random_prob,
-                               groups=load_tag_pos(run_dir / "tags.txt") if m.together == "pos" else None)
+                               together_prob=m.together_prob,
+                               groups=masking_groups(m.together, tag_file=run_dir / "tags.txt",
+                                                     groups_file=m.groups_file, data_kind=cfg.data.kind))
     tag_index = {w: i for i, w in enumerate(tags)} if ("tp" in heads and tags) else None
     pre = run_preprocessing(cfg.model.backbone, cfg.data)
     train_tf, eval_tf = run_transforms(pre, cfg.data)

@@ -11,7 +11,8 @@ from collections import Counter
 from pathlib import Path
 from collections.abc import Iterable, Iterator, Sized
 
-__all__ = ["WORD_RE", "split_words", "load_spacy", "mine_tags", "write_tags", "load_tags", "read_captions"]
+__all__ = ["WORD_RE", "split_words", "load_spacy", "mine_tags", "write_tags", "load_tags", "load_tag_pos",
+           "load_word_groups", "masking_groups", "read_captions"]
 
 WORD_RE = re.compile(r"\w+|[^\w\s]")
 
@@ -112,6 +113,41 @@ def load_tag_pos(path: str | Path) -> dict[str, str]:
             cols = line.split("\t")
             out.setdefault(cols[0].strip().lower(), cols[2].strip() if len(cols) > 2 else "")
     return out
+
+
+def load_word_groups(path: str | Path) -> dict[str, str]:
+    """``word -> group`` from ``word<TAB>group`` lines (``#`` comments and blank lines skipped), for
+    ``masking.together=class``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"masking.groups_file {path} not found")
+    out: dict[str, str] = {}
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        cols = [c.strip() for c in line.split("\t")]
+        if len(cols) < 2 or not cols[0] or not cols[1]:
+            raise ValueError(f"{path}:{n}: expected 'word<TAB>group', got {line!r}")
+        out[cols[0].lower()] = cols[1]
+    return out
+
+
+def masking_groups(together: str, *, tag_file: str | Path, groups_file: str | None,
+                   data_kind: str) -> dict[str, str] | None:
+    """The word groups ``masking.together`` masks together: none, the tag file's parts of speech (``pos``), or
+    word classes (``class``) from ``groups_file`` or, on the synthetic scenes, their own (colour, shape, size,
+    count)."""
+    if together == "none":
+        return None
+    if together == "pos":
+        return load_tag_pos(tag_file)
+    if groups_file:
+        return load_word_groups(groups_file)
+    if data_kind == "synthetic":
+        from .data.synthetic import WORD_CLASSES
+        return dict(WORD_CLASSES)
+    raise ValueError(f"masking.together=class needs word classes for data.kind={data_kind}: set "
+                     "masking.groups_file to a file of 'word<TAB>class' lines (e.g. 'red<TAB>colour')")
 
 
 def read_captions(path: str | Path) -> Iterator[str]:

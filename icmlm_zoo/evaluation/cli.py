@@ -5,6 +5,7 @@ Examples:
   icmlm-eval linear --model runs/r50 --data imagenet_subset --epochs 10
   icmlm-eval compare random=random:icmlm_resnet_tiny trained=runs/demo
   icmlm-eval pointing --run runs/demo
+  icmlm-eval binding-diagnosis --run runs/demo
   icmlm-eval attention --run runs/demo --image scene.png --caption "a red [MASK] left of a blue square"
 """
 
@@ -23,6 +24,7 @@ NEEDS = {"voc07": [("eval", ["sklearn"])], "linear": [], "compare": [("eval", ["
          "probes": [("eval", ["sklearn", "matplotlib"])], "pointing": [("train", ["transformers", "yaml"])],
          "attention": [("train", ["transformers", "yaml"]), ("eval", ["matplotlib"])],
          "grounding": [("train", ["transformers", "yaml"])],
+         "binding-diagnosis": [("train", ["transformers", "yaml"]), ("eval", ["sklearn"])],
          "fidelity": [("train", ["transformers", "yaml", "spacy"]), ("eval", ["sklearn"])]}
 
 
@@ -135,6 +137,23 @@ def _add_run_commands(add) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N")
     p.add_argument("--out", default="eval_results/grounding", help="folder for grounding.json and grounding.md")
 
+    p = add("binding-diagnosis", "where binding is lost: what the frozen text state and the trunk's cells can tell, "
+            "and what fresh fusion heads learn on the run's frozen features from single, every-colour and mixed "
+            "masks; needs the [train] and [eval] extras")
+    p.add_argument("--run", required=True, help="icmlm-train run folder (trained on the embedded scenes)")
+    p.add_argument("--checkpoint", default="last", help="'last', a step number or a checkpoint file")
+    p.add_argument("--train-scenes", type=int, default=9600, help="training scenes the fresh heads learn from")
+    p.add_argument("--num-scenes", type=int, default=400, help="held-out scenes they are scored on")
+    p.add_argument("--steps", type=int, default=2000, help="training steps of each fresh head (batch 64)")
+    p.add_argument("--masks", nargs="+", default=["single", "binding", "mix"], choices=["single", "binding", "mix"],
+                   help="mask sets to train fresh heads on")
+    p.add_argument("--seed", type=int, default=0, help="seed of the held-out scenes, the masks and the heads")
+    p.add_argument("--trunk", default=None, help="another run folder whose trunk to use instead (e.g. a TP-only "
+                   "run), or 'random'; the head, text encoder and scenes stay --run's")
+    p.add_argument("--quick", action="store_true", help="a seconds-long smoke run (tiny sets, 10 steps)")
+    p.add_argument("--device", default="auto", help="where the frozen features are computed (heads train on CPU)")
+    p.add_argument("--out", default="eval_results/binding_diagnosis", help="folder for the JSON and markdown")
+
     p = add("fidelity", "the fidelity experiment: trains TP, ICMLM att-fc/tfm (+TP) and att-fc without TP on the "
             "embedded scenes over several seeds and scores their frozen backbones and heads; needs [train,eval]")
     p.add_argument("--out", required=True, help="folder for the runs, fidelity.json and fidelity.md (resumable)")
@@ -218,6 +237,16 @@ def _grounding(args: argparse.Namespace) -> tuple[str, dict, str]:
     return "grounding", result, markdown(result)
 
 
+def _binding_diagnosis(args: argparse.Namespace) -> tuple[str, dict, str]:
+    from .binding_diagnosis import markdown, run_binding_diagnosis
+
+    result = {"run": args.run, **run_binding_diagnosis(
+        args.run, train_scenes=args.train_scenes, test_scenes=args.num_scenes, steps=args.steps,
+        mask_sets=tuple(args.masks), seed=args.seed, checkpoint=args.checkpoint, trunk=args.trunk, device=args.device,
+        quick=args.quick)}
+    return "binding_diagnosis", result, markdown(result)
+
+
 def _fidelity(args: argparse.Namespace) -> None:
     from .fidelity import markdown, run_fidelity
 
@@ -228,7 +257,8 @@ def _fidelity(args: argparse.Namespace) -> None:
 
 # each command: a function that prints what it made, or returns (results name, result, markdown table) to write
 COMMANDS = {"voc07": _voc07, "linear": _linear, "compare": _compare, "probes": _compare, "pointing": _pointing,
-            "attention": _attention, "grounding": _grounding, "fidelity": _fidelity}
+            "attention": _attention, "grounding": _grounding,
+            "binding-diagnosis": _binding_diagnosis, "fidelity": _fidelity}
 
 
 def _dispatch(args: argparse.Namespace) -> int:

@@ -1,0 +1,282 @@
+"""Why a run's masked-word head does or does not bind colours to the objects their phrases name.
+
+``icmlm-eval grounding`` says *whether* a head binds (every colour word of a 2-3 object scene masked, against
+a bag of colours). This module says *where* binding is lost, each measure next to its control:
+
+* **text**: a linear probe on the frozen text state at each binding mask ("a [MASK] circle and a [MASK]
+  square") predicts the shape of the object its phrase names (control: the majority shape). High = the query
+  knows which object to look for.
+* **trunk**: a linear probe on the run's feature cell under each object predicts that object's colour and
+  shape, in one-object and in 2-3 object scenes. Equal = the map keeps each object's colour in its own cell.
+* **fusion**: a fresh fusion head of the run's kind (random init, same config), trained on the run's *frozen*
+  trunk and text features with one of three mask sets, then scored on held-out binding masks (controls: a
+  bag of colours, the same head with shuffled images), visual words and the pointing game:
+
+  - ``single``: one attribute word of one object masked (what a run trains on; the caption names every other
+    colour, so "the colour present that the caption does not name" answers without binding);
+  - ``binding``: every colour word of a 2-3 object scene masked (elimination impossible);
+  - ``mix``: both.
+
+  A head that binds only when trained on ``binding`` masks places the fault in the training objective, not
+  in the features.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["text_probe", "trunk_probe", "encode_items", "train_fresh_head", "run_binding_diagnosis", "markdown"]
+
+MASK_SETS = ("single", "binding", "mix")
+
+
+def _fit(x, y):
+    from sklearn.linear_model import LogisticRegression
+    return LogisticRegression(max_iter=3000, C=0.5).fit(np.asarray(x), np.asarray(y))
+
+
+def _logistic(x_train, y_train, x_test, y_test) -> float:
+    return float(_fit(x_train, y_train).score(np.asarray(x_test), np.asarray(y_test)))
+
+
+def _majority(y) -> float:
+    _, counts = np.unique(np.asarray(y), return_counts=True)
+    return float(counts.max() / counts.sum())
+
+
+def text_probe(train: list[dict], test: list[dict]) -> dict[str, float]:
+    """Linear probe from the text state at each binding mask to the shape of the object its phrase names;
+    ``train``/``test`` are :func:`encode_items` outputs of binding items."""
+    def rows(data):
+        return ([s for d in data for s in d["mask_states"]], [sh for d in data for sh in d["named_shapes"]])
+    (xa, ya), (xb, yb) = rows(train), rows(test)
+    return {"text_named_shape": _logistic(xa, ya, xb, yb), "text_named_shape_majority": _majority(yb)}
+
+
+def trunk_probe(train: list[dict], test: list[dict]) -> dict[str, float]:
+    """Linear probes from the feature cell under each object to its colour and its shape, scored separately
+    on one-object and 2-3 object scenes."""
+    def rows(data):
+        return [(cell, o, d["n_objects"]) for d in data for cell, o in zip(d["object_cells"], d["objects"])]
+    a, b = rows(train), rows(test)
+    out = {}
+    for attr in ("color", "shape"):
+        clf = _fit([r[0] for r in a], [r[1][attr] for r in a])
+        hit = clf.predict([r[0] for r in b]) == np.array([r[1][attr] for r in b])
+        n = np.array([r[2] for r in b])
+        out[f"trunk_{attr}_one_object"] = float(hit[n == 1].mean()) if (n == 1).any() else float("nan")
+        out[f"trunk_{attr}_multi_object"] = float(hit[n > 1].mean()) if (n > 1).any() else float("nan")
+    return out
+
+
+def _cell(box, size: int, h: int, w: int) -> tuple[int, int]:
+    x0, y0, x1, y1 = box
+    return min(h - 1, int((y0 + y1) / 2 * h // size)), min(w - 1, int((x0 + x1) / 2 * w // size))
+
+
+def encode_items(run, scenes, items: list[dict], batch_size: int = 64) -> list[dict]:
+    """Frozen trunk maps and text states of grounding items (``visual_word_items`` / ``binding_items``): per
+    item the map (C, h, w), the caption's states (L, width, float16), mask positions, target ids, each mask's
+    state and named shape (binding items), and the feature cell under each object."""
+    import torch
+    from .pointing_game import full_view_transform
+    tf, tok, model = full_view_transform(run), run.tokenizer, run.model
+    out = []
+    for start in range(0, len(items), batch_size):
+        chunk = items[start:start + batch_size]
+        enc = tok([it["caption"] for it in chunk], padding=True, return_tensors="pt")
+        with torch.no_grad():
+            fmap = model.features(torch.stack([tf(it["image"]) for it in chunk]).to(run.device)).float().cpu()
+            text = model.encode_text(enc["input_ids"].to(run.device), enc["attention_mask"].to(run.device)).float().cpu()
+        for j, it in enumerate(chunk):
+            ids, length = enc["input_ids"][j], int(enc["attention_mask"][j].sum())
+            pos = (ids == tok.mask_token_id).nonzero()[:, 0]
+            targets = tok.convert_tokens_to_ids(it["targets"])
+            if len(pos) != len(targets):  # a target split into several wordpieces: not scored
+                continue
+            if "cls" in it:  # a visual-word item: its first mask is scored, as in icmlm-eval grounding
+                pos, targets = pos[:1], targets[:1]
+            objects = scenes.scene(it["scene"])["objects"]
+            h, w = fmap.shape[-2:]
+            cells = [_cell(o["box"], it["image"].size[0], h, w) for o in objects]
+            by_color = {o["color"]: o["shape"] for o in objects}
+            out.append({"fmap": fmap[j], "text": text[j, :length].half(), "positions": pos, "targets": torch.tensor(targets),
+                        "mask_states": text[j, pos].numpy(), "named_shapes": [by_color.get(t) for t in it["targets"]],
+                        "n_objects": len(objects), "objects": objects, "box": it.get("box"),
+                        "image_size": it["image"].size,
+                        "object_cells": [fmap[j, :, r, c].numpy() for r, c in cells]})
+    return out
+
+
+def _batch(data: list[dict], roll: bool = False):
+    import torch
+    fmap = torch.stack([d["fmap"] for d in data])
+    if roll:  # each caption with the next item's image: what the text alone gives
+        fmap = fmap.roll(1, 0)
+    L = max(len(d["text"]) for d in data)
+    text = torch.zeros(len(data), L, data[0]["text"].shape[-1])
+    mask = torch.zeros(len(data), L, dtype=torch.long)
+    rows, cols = [], []
+    for i, d in enumerate(data):
+        text[i, :len(d["text"])] = d["text"].float()
+        mask[i, :len(d["text"])] = 1
+        rows.append(torch.full_like(d["positions"], i))
+        cols.append(d["positions"])
+    return fmap, text, mask, torch.cat(rows), torch.cat(cols), torch.cat([d["targets"] for d in data])
+
+
+def _scores(fusion, mlm, data: list[dict], roll: bool = False, batch_size: int = 128) -> tuple[float, float]:
+    """Top-1 over every scored mask, and the pointing game over the items with one named object (``box``):
+    the first mask's attention peak inside it."""
+    import torch
+    from .grounding import _peak_in_box
+    hits, points = [], []
+    fusion.eval()
+    with torch.no_grad():
+        for s in range(0, len(data), batch_size):
+            chunk = data[s:s + batch_size]
+            fmap, text, mask, rows, cols, targets = _batch(chunk, roll)
+            fused, att = fusion(fmap, text, mask, rows, cols)
+            hits.append(mlm(fused).argmax(-1) == targets)
+            first = torch.cumsum(torch.tensor([0] + [len(d["positions"]) for d in chunk[:-1]]), 0)
+            maps = att[first].reshape(len(chunk), *fmap.shape[-2:])
+            points += [_peak_in_box(m, d["image_size"], d["box"])[0] for m, d in zip(maps, chunk) if d["box"]]
+    fusion.train()
+    top1 = float(torch.cat(hits).float().mean()) if hits else float("nan")
+    return top1, float(np.mean(points)) if points else float("nan")
+
+
+def train_fresh_head(run, train: list[dict], tests: dict[str, list[dict]], *, steps: int = 2000, batch_size: int = 64,
+                     lr: float = 5e-4, seed: int = 0, curve_points: int = 4) -> dict[str, Any]:
+    """Train a fresh fusion + MLM head of ``run``'s config on cached ``train`` items (frozen features, AdamW at
+    a constant ``lr``); returns each test set's top-1 (and ``binding`` with shuffled images) at the end and
+    along the way."""
+    import torch
+    import torch.nn.functional as F
+    from icmlm_zoo.training.model import build_model
+    from icmlm_zoo.training.text import load_text_side
+
+    torch.manual_seed(seed)
+    fresh = build_model(run.config, load_text_side(run.config.text.model), 0)
+    fusion, mlm = fresh.fusion, fresh.mlm_head
+    fusion.train()
+    params = [p for p in list(fusion.parameters()) + list(mlm.parameters()) if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    rng = np.random.default_rng(seed)
+    curve, every = [], max(1, steps // curve_points)
+    for step in range(0, steps + 1):
+        if step % every == 0 or step == steps:  # step 0: the untrained head, the control of every score
+            point = {"step": step}
+            for name, items in tests.items():
+                point[name], pointing = _scores(fusion, mlm, items)
+                if name == "visual":
+                    point["pointing"] = pointing
+            curve.append(point)
+        if step == steps:
+            break
+        pick = rng.choice(len(train), min(batch_size, len(train)), replace=False)
+        fmap, text, mask, rows, cols, targets = _batch([train[i] for i in pick])
+        fused, _ = fusion(fmap, text, mask, rows, cols)
+        loss = F.cross_entropy(mlm(fused).float(), targets)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    final = dict(curve[-1])
+    final.pop("step")
+    if "binding" in tests:
+        final["binding_shuffled"] = _scores(fusion, mlm, tests["binding"], roll=True)[0]
+    return {**final, "curve": curve}
+
+
+def _swap_trunk(run, trunk: str, seed: int) -> None:
+    """Put another run's last trunk (or a random one, ``trunk="random"``) into ``run``'s model."""
+    import torch
+    from icmlm_zoo.training.backbones import create_backbone
+    from icmlm_zoo.training.inference import load_run
+
+    if trunk == "random":
+        torch.manual_seed(seed)
+        backbone = create_backbone(run.config.model.backbone)
+    else:
+        other = load_run(trunk)
+        if other.config.model.backbone != run.config.model.backbone:
+            raise ValueError(f"--trunk {trunk} has a {other.config.model.backbone} trunk; the run has "
+                             f"{run.config.model.backbone}: compare trunks of one architecture")
+        backbone = other.model.backbone
+    run.model.backbone = backbone.to(run.device).eval()
+
+
+def run_binding_diagnosis(run_dir: str, *, train_scenes: int = 9600, test_scenes: int = 400, steps: int = 2000,
+                          mask_sets: tuple[str, ...] = MASK_SETS, seed: int = 0, checkpoint: str = "last",
+                          trunk: str | None = None, device: str = "cpu", quick: bool = False) -> dict[str, Any]:
+    """The text, trunk and fresh-head measures for an ``icmlm-train`` run on the embedded scenes: heads are
+    trained on the run's own training scenes and scored on held-out ones (the grounding scenes of ``seed``).
+    ``trunk``: another run folder whose trunk replaces the run's (e.g. a TP-only run: is binding as easy to
+    learn on its features?), or ``random`` for a randomly initialised one; the head's kind, the text encoder and
+    the scenes stay the run's."""
+    from icmlm_zoo.training.data.synthetic import SyntheticScenes
+    from icmlm_zoo.training.inference import load_run
+
+    from .grounding import binding_items, visual_word_items
+    from .synthetic_probes import held_out_scenes
+
+    if quick:
+        train_scenes, test_scenes, steps = 120, 40, 10
+    unknown = set(mask_sets) - set(MASK_SETS)
+    if unknown:
+        raise ValueError(f"unknown mask sets {sorted(unknown)}; choose from {list(MASK_SETS)}")
+    run = load_run(run_dir, checkpoint=checkpoint, device=device)
+    if run.model.fusion_kind is None:
+        return {"step": run.step, "note": "no masked-word head (TP only)"}
+    if run.config.data.kind != "synthetic":
+        raise ValueError(f"the binding diagnosis needs a run on the embedded scenes (data.kind=synthetic), not "
+                         f"{run.config.data.kind!r}")
+    if trunk is not None:
+        _swap_trunk(run, trunk, seed)
+    size, syn = int(run.config.data.image_size), run.config.data.synthetic
+    train_sc = SyntheticScenes(train_scenes, image_size=size, seed=int(syn.seed))
+    _, test_sc = held_out_scenes(1, test_scenes, size, seed)
+    cache = {"single": encode_items(run, train_sc, visual_word_items(train_sc, seed=seed + 1)),
+             "binding": encode_items(run, train_sc, binding_items(train_sc))}
+    cache["mix"] = cache["single"] + cache["binding"]
+    tests = {"binding": encode_items(run, test_sc, binding_items(test_sc)),
+             "visual": encode_items(run, test_sc, visual_word_items(test_sc, seed=seed))}
+    result: dict[str, Any] = {"step": run.step, "fusion": run.model.fusion_kind, "trunk": trunk or "the run's",
+                              "train_scenes": train_scenes,
+                              "test_scenes": test_scenes, "steps": steps,
+                              "binding_bag_of_colors": float(np.mean([1.0 / d["n_objects"] for d in tests["binding"]
+                                                                      for _ in d["targets"]])),
+                              "binding_chance": 1.0 / 6}
+    result.update(text_probe(cache["binding"], tests["binding"]))
+    result.update(trunk_probe(cache["single"], tests["visual"]))
+    result["heads"] = {name: train_fresh_head(run, cache[name], tests, steps=steps, seed=seed) for name in mask_sets}
+    return result
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The diagnosis as two short tables (parts, fresh heads) with their controls."""
+    if "heads" not in result:
+        return f"# Binding diagnosis — `{result.get('run', '')}`\n\n{result.get('note', 'no scores')}\n"
+    pct = lambda v: f"{100 * v:.1f}"  # noqa: E731
+    r = result
+    lines = [f"# Binding diagnosis — `{r.get('run', '')}` (step {r['step']}, {r['fusion']}; trunk: {r['trunk']})", "",
+             "| part | measure | score (%) | control (%) |", "|---|---|---:|---:|",
+             f"| text | named object's shape from the mask state | {pct(r['text_named_shape'])} | "
+             f"{pct(r['text_named_shape_majority'])} (majority) |",
+             f"| trunk | colour from the object's cell, 1 object / 2-3 objects | {pct(r['trunk_color_one_object'])} / "
+             f"{pct(r['trunk_color_multi_object'])} | – |",
+             f"| trunk | shape from the object's cell, 1 object / 2-3 objects | {pct(r['trunk_shape_one_object'])} / "
+             f"{pct(r['trunk_shape_multi_object'])} | – |", "",
+             f"Fresh {r['fusion']} heads on the frozen features ({r['steps']} steps, {r['train_scenes']} training "
+             f"scenes, {r['test_scenes']} held-out):", "",
+             "| trained on | binding | … shuffled images | visual words | pointing |", "|---|---:|---:|---:|---:|"]
+    untrained = next(iter(r["heads"].values()))["curve"][0]
+    lines.append(f"| nothing (the untrained head) | {pct(untrained['binding'])} | – | {pct(untrained['visual'])} | "
+                 f"{pct(untrained['pointing'])} |")
+    for name, h in r["heads"].items():
+        lines.append(f"| {name} masks | {pct(h['binding'])} | {pct(h['binding_shuffled'])} | {pct(h['visual'])} | "
+                     f"{pct(h['pointing'])} |")
+    lines += ["", f"A bag of colours scores about {pct(r['binding_bag_of_colors'])} on binding; chance "
+                  f"{pct(r['binding_chance'])}."]
+    return "\n".join(lines) + "\n"
