@@ -60,7 +60,7 @@ def test_pointing_attention_compare_export(run_dir, tmp_path):
 
 def test_binding_diagnosis_quick(run_dir, tmp_path):
     """``icmlm-eval binding-diagnosis --quick`` on a real run: the frozen MiniLM state at a binding mask tells
-    which object its phrase names (well above the majority shape), the trunk probes and the three fresh heads
+    which object its phrase names (well above the majority shape), the trunk probes and the fresh heads
     are reported with their controls, and the table is written."""
     from icmlm_zoo.evaluation.cli import main
 
@@ -74,12 +74,13 @@ def test_binding_diagnosis_quick(run_dir, tmp_path):
         assert {"binding", "binding_shuffled", "visual", "pointing", "curve"} <= set(head) and 0 <= head["binding"] <= 1
     assert 0.3 < res["binding_bag_of_colors"] < 0.5 and 0 <= res["trunk_color_multi_object"] <= 1
     assert "| binding masks |" in (out / "binding_diagnosis.md").read_text()
-    assert res["trunk"] == "the run's"
-    # the same heads on a random trunk (the control of what pretraining gave the trunk)
+    assert res["trunk"] == "the run's" and res["head_init"] == "random"
+    # heads on a random trunk (the control of what pretraining gave the trunk), started from the run's head
     assert main(["binding-diagnosis", "--run", str(run_dir), "--quick", "--masks", "binding", "--trunk", "random",
-                 "--out", str(tmp_path / "bd_random")]) == 0
+                 "--start-from-run-head", "--out", str(tmp_path / "bd_random")]) == 0
     rnd = json.loads((tmp_path / "bd_random" / "binding_diagnosis.json").read_text())
-    assert rnd["trunk"] == "random" and list(rnd["heads"]) == ["binding"]
+    assert rnd["trunk"] == "random" and rnd["head_init"] == "the run's head" and list(rnd["heads"]) == ["binding"]
+    assert "Copies of the run’s attfc heads" in (tmp_path / "bd_random" / "binding_diagnosis.md").read_text()
     assert rnd["text_named_shape"] == res["text_named_shape"]  # the frozen text side does not depend on the trunk
     with pytest.raises(SystemExit):
         main(["binding-diagnosis", "--run", str(run_dir), "--masks", "every"])

@@ -157,7 +157,8 @@ class MaskingSection:
     together: str = key("none", choice("none", "pos", "class"),
                         "none | pos | class: also mask the caption's other tag words of a chosen word's part of "
                         "speech (pos) or word class (class: masking.groups_file, or the synthetic scenes' own)")
-    together_prob: float = key(1.0, floating(0.0, 1.0), "chance per caption that the chosen words' groups are masked with them")
+    together_prob: float = key(1.0, floating(0.0, 1.0),
+                               "chance per caption that the chosen words' groups are masked with them")
     groups_file: str | None = key(None, _PATH,
                                   "word<TAB>class lines for masking.together=class (e.g. colour, shape)")
 

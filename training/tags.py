@@ -146,8 +146,7 @@ def masking_groups(together: str, *, tag_file: str | Path, groups_file: str | No
     if data_kind == "synthetic":
         from .data.synthetic import WORD_CLASSES
         return dict(WORD_CLASSES)
-    raise ValueError(f"masking.together=class needs word classes for data.kind={data_kind}: set "
-                     "masking.groups_file to a file of 'word<TAB>class' lines (e.g. 'red<TAB>colour')")
+    raise ValueError(f"masking.together=class on data.kind={data_kind}: give masking.groups_file")  # see validate
 
 
 def read_captions(path: str | Path) -> Iterator[str]:

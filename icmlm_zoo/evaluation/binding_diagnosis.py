@@ -88,7 +88,8 @@ def encode_items(run, scenes, items: list[dict], batch_size: int = 64) -> list[d
         enc = tok([it["caption"] for it in chunk], padding=True, return_tensors="pt")
         with torch.no_grad():
             fmap = model.features(torch.stack([tf(it["image"]) for it in chunk]).to(run.device)).float().cpu()
-            text = model.encode_text(enc["input_ids"].to(run.device), enc["attention_mask"].to(run.device)).float().cpu()
+            text = model.encode_text(enc["input_ids"].to(run.device),
+                                     enc["attention_mask"].to(run.device)).float().cpu()
         for j, it in enumerate(chunk):
             ids, length = enc["input_ids"][j], int(enc["attention_mask"][j].sum())
             pos = (ids == tok.mask_token_id).nonzero()[:, 0]
@@ -101,7 +102,8 @@ def encode_items(run, scenes, items: list[dict], batch_size: int = 64) -> list[d
             h, w = fmap.shape[-2:]
             cells = [_cell(o["box"], it["image"].size[0], h, w) for o in objects]
             by_color = {o["color"]: o["shape"] for o in objects}
-            out.append({"fmap": fmap[j], "text": text[j, :length].half(), "positions": pos, "targets": torch.tensor(targets),
+            out.append({"fmap": fmap[j], "text": text[j, :length].half(), "positions": pos,
+                        "targets": torch.tensor(targets),
                         "mask_states": text[j, pos].numpy(), "named_shapes": [by_color.get(t) for t in it["targets"]],
                         "n_objects": len(objects), "objects": objects, "box": it.get("box"),
                         "image_size": it["image"].size,
@@ -148,10 +150,11 @@ def _scores(fusion, mlm, data: list[dict], roll: bool = False, batch_size: int =
 
 
 def train_fresh_head(run, train: list[dict], tests: dict[str, list[dict]], *, steps: int = 2000, batch_size: int = 64,
-                     lr: float = 5e-4, seed: int = 0, curve_points: int = 4) -> dict[str, Any]:
-    """Train a fresh fusion + MLM head of ``run``'s config on cached ``train`` items (frozen features, AdamW at
-    a constant ``lr``); returns each test set's top-1 (and ``binding`` with shuffled images) at the end and
-    along the way."""
+                     lr: float = 5e-4, seed: int = 0, curve_points: int = 4,
+                     from_run_head: bool = False) -> dict[str, Any]:
+    """Train a fresh fusion + MLM head of ``run``'s config (``from_run_head``: a copy of the run's trained one)
+    on cached ``train`` items (frozen features, AdamW at a constant ``lr``); returns each test set's top-1 (and
+    ``binding`` with shuffled images) at the end and along the way."""
     import torch
     import torch.nn.functional as F
     from icmlm_zoo.training.model import build_model
@@ -160,6 +163,9 @@ def train_fresh_head(run, train: list[dict], tests: dict[str, list[dict]], *, st
     torch.manual_seed(seed)
     fresh = build_model(run.config, load_text_side(run.config.text.model), 0)
     fusion, mlm = fresh.fusion, fresh.mlm_head
+    if from_run_head:
+        fusion.load_state_dict(run.model.fusion.state_dict())
+        mlm.load_state_dict(run.model.mlm_head.state_dict())
     fusion.train()
     params = [p for p in list(fusion.parameters()) + list(mlm.parameters()) if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
@@ -209,12 +215,14 @@ def _swap_trunk(run, trunk: str, seed: int) -> None:
 
 def run_binding_diagnosis(run_dir: str, *, train_scenes: int = 9600, test_scenes: int = 400, steps: int = 2000,
                           mask_sets: tuple[str, ...] = MASK_SETS, seed: int = 0, checkpoint: str = "last",
-                          trunk: str | None = None, device: str = "cpu", quick: bool = False) -> dict[str, Any]:
+                          trunk: str | None = None, from_run_head: bool = False, device: str = "cpu",
+                          quick: bool = False) -> dict[str, Any]:
     """The text, trunk and fresh-head measures for an ``icmlm-train`` run on the embedded scenes: heads are
     trained on the run's own training scenes and scored on held-out ones (the grounding scenes of ``seed``).
     ``trunk``: another run folder whose trunk replaces the run's (e.g. a TP-only run: is binding as easy to
     learn on its features?), or ``random`` for a randomly initialised one; the head's kind, the text encoder and
-    the scenes stay the run's."""
+    the scenes stay the run's. ``from_run_head``: the heads start from the run's trained head instead of a
+    random init (is the trained head stuck, or does it learn binding as fast?)."""
     from icmlm_zoo.training.data.synthetic import SyntheticScenes
     from icmlm_zoo.training.inference import load_run
 
@@ -250,7 +258,9 @@ def run_binding_diagnosis(run_dir: str, *, train_scenes: int = 9600, test_scenes
                               "binding_chance": 1.0 / 6}
     result.update(text_probe(cache["binding"], tests["binding"]))
     result.update(trunk_probe(cache["single"], tests["visual"]))
-    result["heads"] = {name: train_fresh_head(run, cache[name], tests, steps=steps, seed=seed) for name in mask_sets}
+    result["head_init"] = "the run's head" if from_run_head else "random"
+    result["heads"] = {name: train_fresh_head(run, cache[name], tests, steps=steps, seed=seed,
+                                              from_run_head=from_run_head) for name in mask_sets}
     return result
 
 
@@ -260,6 +270,7 @@ def markdown(result: dict[str, Any]) -> str:
         return f"# Binding diagnosis — `{result.get('run', '')}`\n\n{result.get('note', 'no scores')}\n"
     pct = lambda v: f"{100 * v:.1f}"  # noqa: E731
     r = result
+    own = r.get("head_init") == "the run's head"
     lines = [f"# Binding diagnosis — `{r.get('run', '')}` (step {r['step']}, {r['fusion']}; trunk: {r['trunk']})", "",
              "| part | measure | score (%) | control (%) |", "|---|---|---:|---:|",
              f"| text | named object's shape from the mask state | {pct(r['text_named_shape'])} | "
@@ -268,12 +279,12 @@ def markdown(result: dict[str, Any]) -> str:
              f"{pct(r['trunk_color_multi_object'])} | – |",
              f"| trunk | shape from the object's cell, 1 object / 2-3 objects | {pct(r['trunk_shape_one_object'])} / "
              f"{pct(r['trunk_shape_multi_object'])} | – |", "",
-             f"Fresh {r['fusion']} heads on the frozen features ({r['steps']} steps, {r['train_scenes']} training "
-             f"scenes, {r['test_scenes']} held-out):", "",
+             f"{'Copies of the run’s' if own else 'Fresh'} {r['fusion']} heads on the frozen features "
+             f"({r['steps']} steps, {r['train_scenes']} training scenes, {r['test_scenes']} held-out):", "",
              "| trained on | binding | … shuffled images | visual words | pointing |", "|---|---:|---:|---:|---:|"]
-    untrained = next(iter(r["heads"].values()))["curve"][0]
-    lines.append(f"| nothing (the untrained head) | {pct(untrained['binding'])} | – | {pct(untrained['visual'])} | "
-                 f"{pct(untrained['pointing'])} |")
+    start = next(iter(r["heads"].values()))["curve"][0]  # step 0: the control of every row
+    lines.append(f"| nothing ({'the run’s head' if own else 'the untrained head'}) | {pct(start['binding'])} | – | "
+                 f"{pct(start['visual'])} | {pct(start['pointing'])} |")
     for name, h in r["heads"].items():
         lines.append(f"| {name} masks | {pct(h['binding'])} | {pct(h['binding_shuffled'])} | {pct(h['visual'])} | "
                      f"{pct(h['pointing'])} |")

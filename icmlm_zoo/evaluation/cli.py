@@ -150,6 +150,8 @@ def _add_run_commands(add) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the held-out scenes, the masks and the heads")
     p.add_argument("--trunk", default=None, help="another run folder whose trunk to use instead (e.g. a TP-only "
                    "run), or 'random'; the head, text encoder and scenes stay --run's")
+    p.add_argument("--start-from-run-head", action="store_true",
+                   help="start the heads from the run's trained head instead of a random init")
     p.add_argument("--quick", action="store_true", help="a seconds-long smoke run (tiny sets, 10 steps)")
     p.add_argument("--device", default="auto", help="where the frozen features are computed (heads train on CPU)")
     p.add_argument("--out", default="eval_results/binding_diagnosis", help="folder for the JSON and markdown")
@@ -242,7 +244,8 @@ def _binding_diagnosis(args: argparse.Namespace) -> tuple[str, dict, str]:
 
     result = {"run": args.run, **run_binding_diagnosis(
         args.run, train_scenes=args.train_scenes, test_scenes=args.num_scenes, steps=args.steps,
-        mask_sets=tuple(args.masks), seed=args.seed, checkpoint=args.checkpoint, trunk=args.trunk, device=args.device,
+        mask_sets=tuple(args.masks), seed=args.seed, checkpoint=args.checkpoint, trunk=args.trunk,
+        from_run_head=args.start_from_run_head, device=args.device,
         quick=args.quick)}
     return "binding_diagnosis", result, markdown(result)
 
