@@ -46,3 +46,18 @@ def test_grounding_scores_of_a_blind_head_sit_at_its_control():
     assert res["binding_top1"] == res["binding_top1_shuffled"] < res["binding_bag_of_colors"]
     assert 0.2 < res["visual_chance"] < 0.5 and res["binding_chance"] == pytest.approx(1 / 6)
     assert res["n_visual"] == len(SCENES) and res["n_binding"] > 20
+
+
+def test_binding_diagnosis_draws_mix_batches_at_the_asked_dose():
+    """The dose check of docs/training.md rests on this: a 'mix' batch holds binding items at the given share."""
+    import numpy as np
+
+    from icmlm_zoo.evaluation.binding_diagnosis import _draw
+    single, binding = [{"kind": "single"}] * 50, [{"kind": "binding"}] * 7
+    rng = np.random.default_rng(0)
+    batches = [_draw((single, binding, 0.11), 32, rng) for _ in range(400)]
+    assert all(len(b) == 32 for b in batches)
+    share = np.mean([sum(d["kind"] == "binding" for d in b) / 32 for b in batches])
+    assert abs(share - 0.11) < 0.01
+    one_pool = _draw(single[:5], 32, rng)  # a pool smaller than the batch: each item once
+    assert len(one_pool) == 5

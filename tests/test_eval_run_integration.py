@@ -76,10 +76,13 @@ def test_binding_diagnosis_quick(run_dir, tmp_path):
     assert "| binding masks |" in (out / "binding_diagnosis.md").read_text()
     assert res["trunk"] == "the run's" and res["head_init"] == "random"
     # heads on a random trunk (the control of what pretraining gave the trunk), started from the run's head
-    assert main(["binding-diagnosis", "--run", str(run_dir), "--quick", "--masks", "binding", "--trunk", "random",
-                 "--start-from-run-head", "--out", str(tmp_path / "bd_random")]) == 0
+    # (and a mix at a set dose of binding items)
+    assert main(["binding-diagnosis", "--run", str(run_dir), "--quick", "--masks", "binding", "mix", "--trunk",
+                 "random", "--start-from-run-head", "--binding-share", "0.25", "--batch-size", "8",
+                 "--out", str(tmp_path / "bd_random")]) == 0
     rnd = json.loads((tmp_path / "bd_random" / "binding_diagnosis.json").read_text())
-    assert rnd["trunk"] == "random" and rnd["head_init"] == "the run's head" and list(rnd["heads"]) == ["binding"]
+    assert rnd["trunk"] == "random" and rnd["head_init"] == "the run's head" and list(rnd["heads"]) == ["binding", "mix"]
+    assert rnd["binding_share"] == 0.25 and rnd["batch_size"] == 8
     assert "Copies of the run’s attfc heads" in (tmp_path / "bd_random" / "binding_diagnosis.md").read_text()
     assert rnd["text_named_shape"] == res["text_named_shape"]  # the frozen text side does not depend on the trunk
     with pytest.raises(SystemExit):

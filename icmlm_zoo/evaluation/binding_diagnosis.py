@@ -149,11 +149,20 @@ def _scores(fusion, mlm, data: list[dict], roll: bool = False, batch_size: int =
     return top1, float(np.mean(points)) if points else float("nan")
 
 
-def train_fresh_head(run, train: list[dict], tests: dict[str, list[dict]], *, steps: int = 2000, batch_size: int = 64,
+def _draw(train: list[dict] | tuple[list[dict], list[dict], float], batch_size: int, rng) -> list[dict]:
+    """A batch from one pool, or from two pools ``(a, b, share_of_b)`` in that proportion on average."""
+    if isinstance(train, tuple):
+        a, b, share = train
+        n_b = int(rng.binomial(batch_size, share))
+        return [a[i] for i in rng.choice(len(a), batch_size - n_b)] + [b[i] for i in rng.choice(len(b), n_b)]
+    return [train[i] for i in rng.choice(len(train), min(batch_size, len(train)), replace=False)]
+
+
+def train_fresh_head(run, train: list[dict] | tuple[list[dict], list[dict], float], tests: dict[str, list[dict]], *, steps: int = 2000, batch_size: int = 64,
                      lr: float = 5e-4, seed: int = 0, curve_points: int = 4,
                      from_run_head: bool = False) -> dict[str, Any]:
     """Train a fresh fusion + MLM head of ``run``'s config (``from_run_head``: a copy of the run's trained one)
-    on cached ``train`` items (frozen features, AdamW at a constant ``lr``); returns each test set's top-1 (and
+    on cached ``train`` items (or two pools mixed, see :func:`_draw`) (frozen features, AdamW at a constant ``lr``); returns each test set's top-1 (and
     ``binding`` with shuffled images) at the end and along the way."""
     import torch
     import torch.nn.functional as F
@@ -181,8 +190,7 @@ def train_fresh_head(run, train: list[dict], tests: dict[str, list[dict]], *, st
             curve.append(point)
         if step == steps:
             break
-        pick = rng.choice(len(train), min(batch_size, len(train)), replace=False)
-        fmap, text, mask, rows, cols, targets = _batch([train[i] for i in pick])
+        fmap, text, mask, rows, cols, targets = _batch(_draw(train, batch_size, rng))
         fused, _ = fusion(fmap, text, mask, rows, cols)
         loss = F.cross_entropy(mlm(fused).float(), targets)
         opt.zero_grad(set_to_none=True)
@@ -215,14 +223,17 @@ def _swap_trunk(run, trunk: str, seed: int) -> None:
 
 def run_binding_diagnosis(run_dir: str, *, train_scenes: int = 9600, test_scenes: int = 400, steps: int = 2000,
                           mask_sets: tuple[str, ...] = MASK_SETS, seed: int = 0, checkpoint: str = "last",
-                          trunk: str | None = None, from_run_head: bool = False, device: str = "cpu",
+                          trunk: str | None = None, from_run_head: bool = False, batch_size: int = 64,
+                          binding_share: float | None = None, device: str = "cpu",
                           quick: bool = False) -> dict[str, Any]:
     """The text, trunk and fresh-head measures for an ``icmlm-train`` run on the embedded scenes: heads are
     trained on the run's own training scenes and scored on held-out ones (the grounding scenes of ``seed``).
     ``trunk``: another run folder whose trunk replaces the run's (e.g. a TP-only run: is binding as easy to
     learn on its features?), or ``random`` for a randomly initialised one; the head's kind, the text encoder and
     the scenes stay the run's. ``from_run_head``: the heads start from the run's trained head instead of a
-    random init (is the trained head stuck, or does it learn binding as fast?)."""
+    random init (is the trained head stuck, or does it learn binding as fast?). ``binding_share``: the share of
+    binding items in each ``mix`` batch (default: their share of the two pools), e.g. the share a training
+    run's masks give, to ask whether that dose teaches binding at all."""
     from icmlm_zoo.training.data.synthetic import SyntheticScenes
     from icmlm_zoo.training.inference import load_run
 
@@ -231,6 +242,8 @@ def run_binding_diagnosis(run_dir: str, *, train_scenes: int = 9600, test_scenes
 
     if quick:
         train_scenes, test_scenes, steps = 120, 40, 10
+    if binding_share is not None and not 0.0 <= binding_share <= 1.0:
+        raise ValueError(f"binding_share={binding_share} is not a share: give a number from 0 to 1")
     unknown = set(mask_sets) - set(MASK_SETS)
     if unknown:
         raise ValueError(f"unknown mask sets {sorted(unknown)}; choose from {list(MASK_SETS)}")
@@ -247,7 +260,9 @@ def run_binding_diagnosis(run_dir: str, *, train_scenes: int = 9600, test_scenes
     _, test_sc = held_out_scenes(1, test_scenes, size, seed)
     cache = {"single": encode_items(run, train_sc, visual_word_items(train_sc, seed=seed + 1)),
              "binding": encode_items(run, train_sc, binding_items(train_sc))}
-    cache["mix"] = cache["single"] + cache["binding"]
+    # mix: both pools, in their natural proportion, or with binding items at ``binding_share`` of each batch
+    cache["mix"] = (cache["single"] + cache["binding"] if binding_share is None
+                    else (cache["single"], cache["binding"], binding_share))
     tests = {"binding": encode_items(run, test_sc, binding_items(test_sc)),
              "visual": encode_items(run, test_sc, visual_word_items(test_sc, seed=seed))}
     result: dict[str, Any] = {"step": run.step, "fusion": run.model.fusion_kind, "trunk": trunk or "the run's",
@@ -259,7 +274,8 @@ def run_binding_diagnosis(run_dir: str, *, train_scenes: int = 9600, test_scenes
     result.update(text_probe(cache["binding"], tests["binding"]))
     result.update(trunk_probe(cache["single"], tests["visual"]))
     result["head_init"] = "the run's head" if from_run_head else "random"
-    result["heads"] = {name: train_fresh_head(run, cache[name], tests, steps=steps, seed=seed,
+    result.update(binding_share=binding_share, batch_size=batch_size)
+    result["heads"] = {name: train_fresh_head(run, cache[name], tests, steps=steps, batch_size=batch_size, seed=seed,
                                               from_run_head=from_run_head) for name in mask_sets}
     return result
 
@@ -271,6 +287,7 @@ def markdown(result: dict[str, Any]) -> str:
     pct = lambda v: f"{100 * v:.1f}"  # noqa: E731
     r = result
     own = r.get("head_init") == "the run's head"
+    share = "" if r.get("binding_share") is None else f"; binding items {pct(r['binding_share'])} % of each mix batch"
     lines = [f"# Binding diagnosis — `{r.get('run', '')}` (step {r['step']}, {r['fusion']}; trunk: {r['trunk']})", "",
              "| part | measure | score (%) | control (%) |", "|---|---|---:|---:|",
              f"| text | named object's shape from the mask state | {pct(r['text_named_shape'])} | "
@@ -280,7 +297,8 @@ def markdown(result: dict[str, Any]) -> str:
              f"| trunk | shape from the object's cell, 1 object / 2-3 objects | {pct(r['trunk_shape_one_object'])} / "
              f"{pct(r['trunk_shape_multi_object'])} | – |", "",
              f"{'Copies of the run’s' if own else 'Fresh'} {r['fusion']} heads on the frozen features "
-             f"({r['steps']} steps, {r['train_scenes']} training scenes, {r['test_scenes']} held-out):", "",
+             f"({r['steps']} steps of {r.get('batch_size', 64)} items, {r['train_scenes']} training scenes, "
+             f"{r['test_scenes']} held-out{share}):", "",
              "| trained on | binding | … shuffled images | visual words | pointing |", "|---|---:|---:|---:|---:|"]
     start = next(iter(r["heads"].values()))["curve"][0]  # step 0: the control of every row
     lines.append(f"| nothing ({'the run’s head' if own else 'the untrained head'}) | {pct(start['binding'])} | – | "

@@ -144,12 +144,15 @@ def _add_run_commands(add) -> None:
     p.add_argument("--checkpoint", default="last", help="'last', a step number or a checkpoint file")
     p.add_argument("--train-scenes", type=int, default=9600, help="training scenes the fresh heads learn from")
     p.add_argument("--num-scenes", type=int, default=400, help="held-out scenes they are scored on")
-    p.add_argument("--steps", type=int, default=2000, help="training steps of each fresh head (batch 64)")
+    p.add_argument("--steps", type=int, default=2000, help="training steps of each fresh head")
     p.add_argument("--masks", nargs="+", default=["single", "binding", "mix"], choices=["single", "binding", "mix"],
                    help="mask sets to train fresh heads on")
     p.add_argument("--seed", type=int, default=0, help="seed of the held-out scenes, the masks and the heads")
     p.add_argument("--trunk", default=None, help="another run folder whose trunk to use instead (e.g. a TP-only "
                    "run), or 'random'; the head, text encoder and scenes stay --run's")
+    p.add_argument("--batch-size", type=int, default=64, help="items per step of each head")
+    p.add_argument("--binding-share", type=float, default=None,
+                   help="share of binding items in each 'mix' batch (default: their share of the two pools)")
     p.add_argument("--start-from-run-head", action="store_true",
                    help="start the heads from the run's trained head instead of a random init")
     p.add_argument("--quick", action="store_true", help="a seconds-long smoke run (tiny sets, 10 steps)")
@@ -245,7 +248,8 @@ def _binding_diagnosis(args: argparse.Namespace) -> tuple[str, dict, str]:
     result = {"run": args.run, **run_binding_diagnosis(
         args.run, train_scenes=args.train_scenes, test_scenes=args.num_scenes, steps=args.steps,
         mask_sets=tuple(args.masks), seed=args.seed, checkpoint=args.checkpoint, trunk=args.trunk,
-        from_run_head=args.start_from_run_head, device=args.device,
+        from_run_head=args.start_from_run_head, batch_size=args.batch_size, binding_share=args.binding_share,
+        device=args.device,
         quick=args.quick)}
     return "binding_diagnosis", result, markdown(result)
 
