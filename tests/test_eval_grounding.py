@@ -52,7 +52,7 @@ def test_binding_diagnosis_draws_mix_batches_at_the_asked_dose():
     """The dose check of docs/training.md rests on this: a 'mix' batch holds binding items at the given share."""
     import numpy as np
 
-    from icmlm_zoo.evaluation.binding_diagnosis import _draw
+    from icmlm_zoo.evaluation.fresh_heads import _draw
     single, binding = [{"kind": "single"}] * 50, [{"kind": "binding"}] * 7
     rng = np.random.default_rng(0)
     batches = [_draw((single, binding, 0.11), 32, rng) for _ in range(400)]
