@@ -137,6 +137,8 @@ def _add_run_commands(add) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N")
     p.add_argument("--out", default="eval_results/grounding", help="folder for grounding.json and grounding.md")
 
+    from .binding_diagnosis import MASK_SETS
+
     p = add("binding-diagnosis", "where binding is lost: what the frozen text state and the trunk's cells can tell, "
             "and what fresh fusion heads learn on the run's frozen features from single, every-colour and mixed "
             "masks; needs the [train] and [eval] extras")
@@ -145,7 +147,7 @@ def _add_run_commands(add) -> None:
     p.add_argument("--train-scenes", type=int, default=9600, help="training scenes the fresh heads learn from")
     p.add_argument("--num-scenes", type=int, default=400, help="held-out scenes they are scored on")
     p.add_argument("--steps", type=int, default=2000, help="training steps of each fresh head")
-    p.add_argument("--masks", nargs="+", default=["single", "binding", "mix"], choices=["single", "binding", "mix"],
+    p.add_argument("--masks", nargs="+", default=list(MASK_SETS), choices=MASK_SETS,
                    help="mask sets to train fresh heads on")
     p.add_argument("--seed", type=int, default=0, help="seed of the held-out scenes, the masks and the heads")
     p.add_argument("--trunk", default=None, help="another run folder whose trunk to use instead (e.g. a TP-only "
@@ -155,7 +157,7 @@ def _add_run_commands(add) -> None:
                    help="share of binding items in each 'mix' batch (default: their share of the two pools)")
     p.add_argument("--start-from-run-head", action="store_true",
                    help="start the heads from the run's trained head instead of a random init")
-    p.add_argument("--quick", action="store_true", help="a seconds-long smoke run (tiny sets, 10 steps)")
+    p.add_argument("--quick", action="store_true", help="a smoke run of about a minute (tiny sets, 10 steps)")
     p.add_argument("--device", default="auto", help="where the frozen features are computed (heads train on CPU)")
     p.add_argument("--out", default="eval_results/binding_diagnosis", help="folder for the JSON and markdown")
 
@@ -249,8 +251,7 @@ def _binding_diagnosis(args: argparse.Namespace) -> tuple[str, dict, str]:
         args.run, train_scenes=args.train_scenes, test_scenes=args.num_scenes, steps=args.steps,
         mask_sets=tuple(args.masks), seed=args.seed, checkpoint=args.checkpoint, trunk=args.trunk,
         from_run_head=args.start_from_run_head, batch_size=args.batch_size, binding_share=args.binding_share,
-        device=args.device,
-        quick=args.quick)}
+        device=args.device, quick=args.quick)}
     return "binding_diagnosis", result, markdown(result)
 
 
