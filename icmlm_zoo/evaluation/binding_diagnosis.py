@@ -75,7 +75,7 @@ def _cell(box, size: int, h: int, w: int) -> tuple[int, int]:
     return min(h - 1, int((y0 + y1) / 2 * h // size)), min(w - 1, int((x0 + x1) / 2 * w // size))
 
 
-def encode_items(run, scenes, items: list[dict], batch_size: int = 64) -> list[dict]:
+def encode_items(run, items: list[dict], batch_size: int = 64) -> list[dict]:
     """Frozen trunk maps and text states of grounding items (``visual_word_items`` / ``binding_items``): per
     item the map (C, h, w), the caption's states (L, width, float16), mask positions, target ids, each mask's
     state and named shape (binding items), and the feature cell under each object."""
@@ -98,7 +98,7 @@ def encode_items(run, scenes, items: list[dict], batch_size: int = 64) -> list[d
                 continue
             if "cls" in it:  # a visual-word item: its first mask is scored, as in icmlm-eval grounding
                 pos, targets = pos[:1], targets[:1]
-            objects = scenes.scene(it["scene"])["objects"]
+            objects = it["objects"]
             h, w = fmap.shape[-2:]
             cells = [_cell(o["box"], it["image"].size[0], h, w) for o in objects]
             by_color = {o["color"]: o["shape"] for o in objects}
@@ -167,13 +167,13 @@ def run_binding_diagnosis(run_dir: str, *, train_scenes: int = 9600, test_scenes
     size, syn = int(run.config.data.image_size), run.config.data.synthetic
     train_sc = SyntheticScenes(train_scenes, image_size=size, seed=int(syn.seed))
     _, test_sc = held_out_scenes(1, test_scenes, size, seed)
-    cache = {"single": encode_items(run, train_sc, visual_word_items(train_sc, seed=seed + 1)),
-             "binding": encode_items(run, train_sc, binding_items(train_sc))}
+    cache = {"single": encode_items(run, visual_word_items(train_sc, seed=seed + 1)),
+             "binding": encode_items(run, binding_items(train_sc))}
     # mix: both pools, in their natural proportion, or with binding items at ``binding_share`` of each batch
     cache["mix"] = (cache["single"] + cache["binding"] if binding_share is None
                     else (cache["single"], cache["binding"], binding_share))
-    tests = {"binding": encode_items(run, test_sc, binding_items(test_sc)),
-             "visual": encode_items(run, test_sc, visual_word_items(test_sc, seed=seed))}
+    tests = {"binding": encode_items(run, binding_items(test_sc)),
+             "visual": encode_items(run, visual_word_items(test_sc, seed=seed))}
     result: dict[str, Any] = {"step": run.step, "fusion": run.model.fusion_kind, "trunk": trunk or "the run's",
                               "train_scenes": train_scenes,
                               "test_scenes": test_scenes, "steps": steps,

@@ -37,7 +37,7 @@ def _mask_all(caption: str, word: str) -> str:
 
 def visual_word_items(scenes, seed: int = 0) -> list[dict[str, Any]]:
     """One item per scene: an object's colour, shape or size word (one its caption names) masked at every
-    occurrence; its first mask is scored."""
+    occurrence; its first mask is scored. Items carry the scene's ``objects``."""
     items = []
     for i in range(len(scenes)):
         s = scenes.scene(i)
@@ -50,12 +50,13 @@ def visual_word_items(scenes, seed: int = 0) -> list[dict[str, Any]]:
         masked = _mask_all(s["caption"], word)
         items.append({"scene": i, "image": s["image"], "caption": masked, "cls": cls,
                       "targets": [word] * masked.count("[MASK]"), "box": obj["box"] if len(owners) == 1 else None,
-                      "n_objects": len(s["objects"])})
+                      "n_objects": len(s["objects"]), "objects": s["objects"]})
     return items
 
 
 def binding_items(scenes) -> list[dict[str, Any]]:
-    """Scenes with 2-3 objects of distinct colours, every colour word masked; targets in caption order."""
+    """Scenes with 2-3 objects of distinct colours, every colour word masked; targets in caption order. Items
+    carry the scene's ``objects``."""
     items = []
     for i in range(len(scenes)):
         s = scenes.scene(i)
@@ -69,7 +70,8 @@ def binding_items(scenes) -> list[dict[str, Any]]:
         for c in colors:
             cap = _mask_all(cap, c)
         items.append({"scene": i, "image": s["image"], "caption": cap, "targets": [w for _, w in found],
-                      "n_objects": len(colors), "boxes": {o["color"]: o["box"] for o in s["objects"]}})
+                      "n_objects": len(colors), "boxes": {o["color"]: o["box"] for o in s["objects"]},
+                      "objects": s["objects"]})
     return items
 
 
