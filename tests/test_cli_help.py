@@ -12,7 +12,7 @@ from PIL import Image
 from train_fixtures import tag_file, text_side, tiny_args  # noqa: F401
 
 import icmlm_zoo
-from icmlm_zoo.evaluation import cli as eval_cli
+from icmlm_zoo.analysis import cli as eval_cli
 from icmlm_zoo.training import cli as train_cli
 
 TOOLS = {"icmlm-train": train_cli, "icmlm-eval": eval_cli}

@@ -11,9 +11,9 @@ import torch
 from safetensors.torch import save_file
 
 import icmlm_zoo.models  # noqa: F401  (registers icmlm_resnet_tiny)
-from icmlm_zoo.evaluation import compare as cmp
-from icmlm_zoo.evaluation.cli import main
-from icmlm_zoo.evaluation.synthetic_probes import fit_probes, held_out_scenes, scene_labels
+from icmlm_zoo.analysis import compare as cmp
+from icmlm_zoo.analysis.cli import main
+from icmlm_zoo.analysis.synthetic_probes import fit_probes, held_out_scenes, scene_labels
 
 pytest.importorskip("icmlm_zoo.training.data.synthetic")
 

@@ -12,7 +12,7 @@ pytest.importorskip("sklearn")
 
 
 def test_scene_targets_bind_attributes_to_named_objects():
-    from icmlm_zoo.evaluation.scene_probes import COLORS, SHAPES, scene_targets
+    from icmlm_zoo.analysis.scene_probes import COLORS, SHAPES, scene_targets
     from icmlm_zoo.training.data.synthetic import SyntheticScenes
 
     scenes = SyntheticScenes(200, 64, seed=123)
@@ -38,7 +38,7 @@ def test_scene_targets_bind_attributes_to_named_objects():
 
 
 def test_fidelity_quick_writes_the_table(tmp_path, text_side, capsys):
-    from icmlm_zoo.evaluation.fidelity import VARIANTS, main
+    from icmlm_zoo.analysis.fidelity import VARIANTS, main
 
     assert main(["--out", str(tmp_path), "--quick", "--seeds", "0", "1"]) == 0
     res = json.loads((tmp_path / "fidelity.json").read_text())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from icmlm_zoo.evaluation.grounding import binding_attention, binding_items, grounding_scores
+from icmlm_zoo.analysis.grounding import binding_attention, binding_items, grounding_scores
 from icmlm_zoo.training.data.synthetic import SyntheticScenes
 
 SCENES = SyntheticScenes(60, 96, seed=20_001)
@@ -52,7 +52,7 @@ def test_binding_diagnosis_draws_mix_batches_at_the_asked_dose():
     """The dose check of docs/training.md rests on this: a 'mix' batch holds binding items at the given share."""
     import numpy as np
 
-    from icmlm_zoo.evaluation.fresh_heads import _draw
+    from icmlm_zoo.analysis.fresh_heads import _draw
     single, binding = [{"kind": "single"}] * 50, [{"kind": "binding"}] * 7
     rng = np.random.default_rng(0)
     batches = [_draw((single, binding, 0.11), 32, rng) for _ in range(400)]

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from icmlm_zoo.evaluation import linear_probe as lp
-from icmlm_zoo.evaluation.cli import main
+from icmlm_zoo.analysis.cli import main
 
 TINY = "random:icmlm_resnet_tiny"
 COLORS = {"blue": (30, 60, 220), "red": (220, 30, 30), "yellow": (230, 220, 40)}

@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from icmlm_zoo.evaluation.attention_maps import render, upsample
-from icmlm_zoo.evaluation.cli import main
-from icmlm_zoo.evaluation.pointing_game import chance_hit_rate, mask_object_word, peak_point, pointing_game
+from icmlm_zoo.analysis.attention_maps import render, upsample
+from icmlm_zoo.analysis.cli import main
+from icmlm_zoo.analysis.pointing_game import chance_hit_rate, mask_object_word, peak_point, pointing_game
 
 pytest.importorskip("icmlm_zoo.training.data.synthetic")
 

@@ -29,7 +29,7 @@ def run_dir(tmp_path_factory):
 
 def test_pointing_attention_compare_export(run_dir, tmp_path):
     from icmlm_zoo.detection.detectron2 import detectron2_to_timm, export_detectron2
-    from icmlm_zoo.evaluation.cli import main
+    from icmlm_zoo.analysis.cli import main
     from icmlm_zoo.evaluation.model_loading import load_backbone
     from icmlm_zoo.training.data.synthetic import SyntheticScenes
 
@@ -62,7 +62,7 @@ def test_binding_diagnosis_quick(run_dir, tmp_path):
     """``icmlm-eval binding-diagnosis --quick`` on a real run: the frozen MiniLM state at a binding mask tells
     which object its phrase names (well above the majority shape), the trunk probes and the fresh heads
     are reported with their controls, and the table is written."""
-    from icmlm_zoo.evaluation.cli import main
+    from icmlm_zoo.analysis.cli import main
 
     out = tmp_path / "bd"
     assert main(["binding-diagnosis", "--run", str(run_dir), "--quick", "--masks", "single", "binding",

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from icmlm_zoo.evaluation import voc07
-from icmlm_zoo.evaluation.cli import main
+from icmlm_zoo.analysis.cli import main
 
 CLASSES = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (40, 60, 230)}
 TINY = "random:icmlm_resnet_tiny"

@@ -45,9 +45,9 @@ try:
     out["transformers"] = "imported"
 except ImportError as e:
     out["transformers"] = type(e).__name__
-import icmlm_zoo.training.trainer, icmlm_zoo.training.cli, icmlm_zoo.evaluation.cli  # noqa: E401,F401 (lazy extras)
+import icmlm_zoo.training.trainer, icmlm_zoo.training.cli, icmlm_zoo.analysis.cli  # noqa: E401,F401 (lazy extras)
 from icmlm_zoo.training import cli as train_cli
-from icmlm_zoo.evaluation import cli as eval_cli
+from icmlm_zoo.analysis import cli as eval_cli
 for key, fn, argv in [("train", train_cli.main, ["--preset", "demo", "--out", sys.argv[2]]),
                       ("build-tags", train_cli.main, ["build-tags", "--out", sys.argv[2] + "/tags.txt"]),
                       ("plot", train_cli.main, ["plot", sys.argv[3]]),
@@ -159,7 +159,7 @@ def test_fresh_venv_with_only_the_core_creates_and_runs_every_model(tmp_path):
     """A real core install: the built wheel in a new venv that sees only the core's dependency closure (the
     distributions of this environment, linked in, not installed again), no extras hidden by an import hook."""
     src = tmp_path / "src"  # build from a copy: no build/ or egg-info written into the checkout
-    for name in ("icmlm_zoo", "training"):
+    for name in ("icmlm_zoo", "training", "analysis"):
         shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md", "LICENSE", "weights_manifest.json"):
         shutil.copy(ROOT / name, src / name)
@@ -212,4 +212,4 @@ def test_extras_match_the_jobs():
     lic = (ROOT / "LICENSE").read_text()
     assert lic.startswith("BSD 3-Clause License") and "icmlm-zoo developers" in lic
     assert (ROOT / "icmlm_zoo" / "py.typed").is_file()
-    assert meta["tool"]["setuptools"]["package-dir"] == {"icmlm_zoo.training": "training"}
+    assert meta["tool"]["setuptools"]["package-dir"] == {"icmlm_zoo.training": "training", "icmlm_zoo.analysis": "analysis"}

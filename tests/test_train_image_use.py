@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from train_fixtures import tag_file, text_side, tiny_args  # noqa: F401
 
 from icmlm_zoo.training.distributed import DistInfo
-from icmlm_zoo.training.evaluation import evaluate, visual_words_for
+from icmlm_zoo.training.validation import evaluate, visual_words_for
 
 
 class _Oracle(nn.Module):

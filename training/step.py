@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import torch
 
-from .evaluation import autocast
+from .validation import autocast
 
 __all__ = ["TrainStep", "icmlm_forward", "STRAIGHTFORWARD_OVERRIDES"]
 

@@ -2,7 +2,7 @@
 
 The parts live in their own modules: the run folder (:mod:`.run_folder`), what a run is built from
 (:mod:`.pipeline`), the step (:mod:`.step`), what stops a run that cannot progress (:mod:`.guards`),
-checkpoints (:mod:`.checkpoint`) and evaluation (:mod:`.evaluation`). This module sets them up and loops.
+checkpoints (:mod:`.checkpoint`) and held-out validation (:mod:`.validation`). This module sets them up and loops.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from .config import Config, dump, sections
 from .curves import plot_run_quietly
 from .data.transforms import PREPROCESSING_FILE
 from .distributed import DistInfo, barrier, gather_objects, is_main, say
-from .evaluation import eval_line, run_evaluation, to_device, topk_hits
+from .validation import eval_line, run_evaluation, to_device, topk_hits
 from .guards import DataFailureError, Guards, NoProgressError, NonFiniteError
 from .memory import resolve_retain_memory, retain_freed_memory
 from .metrics_log import MetricsLogger

@@ -1,6 +1,6 @@
 """Fusion heads trained on frozen, cached features: the fusion-head part of :mod:`.binding_diagnosis`.
 
-Items are :func:`~icmlm_zoo.evaluation.binding_diagnosis.encode_items` outputs: a trunk map, the caption's
+Items are :func:`~icmlm_zoo.analysis.binding_diagnosis.encode_items` outputs: a trunk map, the caption's
 frozen text states, the scored mask positions and their target ids. A head of the run's kind and config is
 trained on them alone (the trunk and the text encoder never change), so what it learns depends only on the
 masks it is given and on the features.

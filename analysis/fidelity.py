@@ -1,10 +1,10 @@
 """The fidelity experiment: does ICMLM pretraining give the backbone what tag prediction alone does not?
 
-``python -m icmlm_zoo.evaluation.fidelity --out DIR [--quick]`` (also ``icmlm-eval fidelity``) trains, on the
+``python -m icmlm_zoo.analysis.fidelity --out DIR [--quick]`` (also ``icmlm-eval fidelity``) trains, on the
 embedded scenes with the demo preset's budget and the same seeds, TP_postag, ICMLM att-fc + TP, ICMLM tfm + TP
 and ICMLM att-fc without TP; then scores every frozen backbone, a randomly initialised one and a feature-less
-guesser with the probes of :mod:`~icmlm_zoo.evaluation.scene_probes` (presence, count, binding, relation) and
-the runs' masked-word heads with :mod:`~icmlm_zoo.evaluation.grounding` (visual-word top-1 with real and with
+guesser with the probes of :mod:`~icmlm_zoo.analysis.scene_probes` (presence, count, binding, relation) and
+the runs' masked-word heads with :mod:`~icmlm_zoo.analysis.grounding` (visual-word top-1 with real and with
 shuffled images, binding of masked colours, pointing). Writes ``DIR/fidelity.json`` and ``DIR/fidelity.md``
 (mean ± std over seeds). Runs and scores already in ``DIR`` are reused, so an interrupted experiment resumes
 and several processes (e.g. one per ``--seeds`` subset) can fill one folder before a last call writes the table.

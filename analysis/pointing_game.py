@@ -113,7 +113,7 @@ def run_predictor(run, topk: int = 5) -> Predict:
 def run_pointing_game(run_dir: str, *, num_scenes: int = 200, image_size: int | None = None, seed: int = 0,
                       checkpoint: str = "last", tolerance: float = 0.0, batch_size: int = 16) -> dict[str, Any]:
     """The pointing game for an ``icmlm-train`` run folder on held-out scenes (test seed of
-    :func:`~icmlm_zoo.evaluation.synthetic_probes.held_out_scenes`); scenes at the run's input size by default."""
+    :func:`~icmlm_zoo.analysis.synthetic_probes.held_out_scenes`); scenes at the run's input size by default."""
     try:
         from icmlm_zoo.training.inference import load_run
     except ImportError as exc:  # pragma: no cover

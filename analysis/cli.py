@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _voc07(args: argparse.Namespace) -> tuple[str, dict, str]:
-    from . import voc07
+    from icmlm_zoo.evaluation import voc07
 
     cache = args.cache_dir or str(Path(args.out) / "cache")
     result = voc07.run_voc07(args.model, args.data, arch=args.arch, stage=args.stage, image_size=args.image_size,
@@ -194,7 +194,7 @@ def _voc07(args: argparse.Namespace) -> tuple[str, dict, str]:
 
 
 def _linear(args: argparse.Namespace) -> tuple[str, dict, str]:
-    from . import linear_probe as lp
+    from icmlm_zoo.evaluation import linear_probe as lp
 
     cfg = lp.ProbeConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                          stage=args.stage, image_size=args.image_size, seed=args.seed, num_workers=args.workers)
@@ -270,7 +270,7 @@ COMMANDS = {"voc07": _voc07, "linear": _linear, "compare": _compare, "probes": _
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from .reporting import write_results
+    from icmlm_zoo.evaluation.reporting import write_results
 
     made = COMMANDS[args.command](args)
     if made is not None:

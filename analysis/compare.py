@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from .model_loading import describe
+from icmlm_zoo.evaluation.model_loading import describe
 
 PROBE_COLUMNS = [("shape_presence_mAP", "shape pres. mAP"), ("color_presence_mAP", "colour pres. mAP"),
                  ("largest_shape_acc", "largest shape acc"), ("largest_color_acc", "largest colour acc"),
@@ -31,7 +31,7 @@ def parse_models(items: Sequence[str]) -> list[tuple[str, str]]:
 
 
 def _is_run(spec: str) -> bool:
-    from .model_loading import _find_weights, _is_run_dir
+    from icmlm_zoo.evaluation.model_loading import _find_weights, _is_run_dir
 
     p = Path(spec)
     return p.is_dir() and _find_weights(p) is None and _is_run_dir(p)

@@ -114,8 +114,8 @@ def run_probes(model: str, *, arch: str | None = None, num_train: int = 300, num
                image_size: int = 96, stage: int | str = -1, batch_size: int = 32, seed: int = 0,
                device: str = "cpu", loaded: Any = None) -> dict[str, Any]:
     """Held-out presence/attribute probes for one model spec; returns metrics plus chance levels."""
-    from .features import eval_transform, extract, resolve_stage
-    from .model_loading import load_backbone
+    from icmlm_zoo.evaluation.features import eval_transform, extract, resolve_stage
+    from icmlm_zoo.evaluation.model_loading import load_backbone
 
     loaded = loaded or load_backbone(model, arch=arch, device=device)
     train, test = held_out_scenes(num_train, num_test, image_size, seed)
