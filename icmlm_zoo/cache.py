@@ -3,6 +3,7 @@
 Layout under :func:`cache_root`: ``downloads/NAME`` (original checkpoints) with ``downloads/NAME.pin.json`` (the
 sha256 pinned on first use for a source with no published hash), ``converted/MODEL.TAG/`` (converted weights and
 their ``integrity.json``) and ``verified.json`` (size/mtime/inode stamps that let a warm load skip re-hashing).
+It also says whether the network may be used at all (:func:`is_offline`).
 """
 from __future__ import annotations
 
@@ -12,7 +13,21 @@ import os
 import time
 from pathlib import Path
 
+from huggingface_hub import constants as hf_constants
+
+from .errors import PinError
+
 CACHE_ENV = "ICMLM_ZOO_CACHE"
+OFFLINE_ENVS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+_TRUE = {"1", "ON", "YES", "TRUE"}  # huggingface_hub's reading of a boolean variable
+
+
+def is_offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) forbids network access, read now (not only when
+    huggingface_hub was imported). The one test of the offline switch in the package."""
+    if any((os.environ.get(k) or "").strip().upper() in _TRUE for k in OFFLINE_ENVS):
+        return True
+    return bool(hf_constants.HF_HUB_OFFLINE)
 
 
 def cache_root() -> Path:
@@ -101,22 +116,38 @@ def pin_path(url: str) -> Path:
 
 
 def read_pin(url: str) -> dict | None:
-    """The pin recorded for ``url`` (``{url, sha256, bytes, pinned_at}``), or None when it was never pinned."""
+    """The pin recorded for ``url`` (``{url, sha256, bytes, pinned_at}``), or None when no pin file exists.
+
+    A pin file that exists but cannot be read, or does not hold a pin of ``url``, raises :class:`PinError`: it is
+    never taken for "not pinned", which would let any file in."""
+    path = pin_path(url)
     try:
-        pin = json.loads(pin_path(url).read_text())
-    except (OSError, ValueError):
+        text = path.read_text()
+    except FileNotFoundError:
         return None
-    if pin.get("url") != url or not isinstance(pin.get("sha256"), str):
-        return None
+    except OSError as e:
+        raise PinError(f"The pin file {path} cannot be read ({e.strerror or type(e).__name__}).") from None
+    try:
+        pin = json.loads(text)
+    except ValueError as e:
+        raise PinError(f"The pin file {path} is damaged (not JSON: {e}).") from None
+    digest = pin.get("sha256") if isinstance(pin, dict) else None
+    if not isinstance(digest, str) or len(digest) != 64 or pin.get("url") != url:
+        raise PinError(f"The pin file {path} is damaged (it holds no sha256 pin for {url}).")
     return pin
 
 
-def write_pin(url: str, sha256: str, size: int) -> dict:
-    """Pin ``url`` to ``sha256`` unless it is pinned already (the first digest seen wins); returns the pin."""
-    existing = read_pin(url)
+def write_pin(url: str, sha256: str, size: int | None, *, replace: bool = False) -> dict:
+    """Pin ``url`` to ``sha256`` unless it is pinned already (the first digest seen wins; ``replace`` writes over
+    a damaged pin file); returns the pin. Raises ``OSError`` when the pin cannot be written."""
+    existing = None if replace else read_pin(url)
     if existing:
         return existing
     pin = {"url": url, "sha256": sha256, "bytes": size,
            "pinned_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    _write_json(pin_path(url), pin)
+    path = pin_path(url)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{os.urandom(3).hex()}.tmp")
+    tmp.write_text(json.dumps(pin))
+    os.replace(tmp, path)
     return pin

@@ -1,4 +1,8 @@
-"""The ``icmlm-zoo`` command: list, info, download, convert, publish, export-detectron2."""
+"""The ``icmlm-zoo`` command: list, info, download, convert, publish, export-detectron2.
+
+Imports that need torch (weights, conversion, publishing, detection) happen inside the commands, so that
+``icmlm-zoo -h`` and ``--version`` answer without importing torch.
+"""
 from __future__ import annotations
 
 import argparse
@@ -6,18 +10,26 @@ import json
 import sys
 from typing import Sequence
 
+from .cli_support import HelpFormatter, add_version
+from .describe import entry_text, weights_table_markdown
+from .errors import IcmlmZooError
+from .manifest import STATUSES, load_manifest
+
+DETECTRON2_COMMAND = "export-detectron2"
+
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from .manifest import load_manifest
-
     manifest = load_manifest()
+    if args.markdown:
+        print(weights_table_markdown(manifest))
+        return 0
     rows = [("name", "status", "integrity", "pretraining", "metrics")]
     for e in manifest.entries():
         if args.status and e.status != args.status:
             continue
-        metrics = ", ".join(f"{m['name']}={m['value']}" for m in e.raw.get("metrics") or []) or "-"
-        default = " (default)" if e.tag == manifest.default_tag(e.model) else ""
-        rows.append((e.name + default, e.status, e.integrity, e.raw["pretraining"].get("method", "-"), metrics))
+        metrics = ", ".join(f"{m['name']}={m['value']}" for m in e.raw.get("metrics") or []) if e.has_weights else ""
+        default = " (default)" if e.has_weights and e.tag == manifest.default_tag(e.model) else ""
+        rows.append((e.name + default, e.status, e.integrity, e.raw["pretraining"].get("method", "-"), metrics or "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
@@ -30,22 +42,20 @@ def _split(name: str) -> tuple[str, str | None]:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from .manifest import load_manifest
-
     manifest = load_manifest()
     model, tag = _split(args.name)
     entry = manifest.entry(model, tag)
-    out = dict(entry.raw, integrity=entry.integrity, model_info=manifest.models[model], timm_data_config={
-        "input_size": entry.preprocessing["input_size"], "mean": entry.preprocessing["mean"],
-        "std": entry.preprocessing["std"], "crop_pct": entry.preprocessing["crop_pct"],
-        "interpolation": entry.preprocessing["interpolation"]})
+    if not args.json:
+        print(entry_text(manifest, entry))
+        return 0
+    out = dict(entry.raw, integrity=entry.integrity, model_info=manifest.models[model],
+               timm_data_config=entry.data_config)
     print(json.dumps(out, indent=2))
     return 0
 
 
 def _cmd_download(args: argparse.Namespace) -> int:
-    from .manifest import load_manifest
-    from .pretrained import fetch_weights, integrity_report
+    from .pretrained import fetch_weights, integrity_report  # imports torch and timm
 
     manifest = load_manifest()
     model, tag = _split(args.name)
@@ -57,32 +67,34 @@ def _cmd_download(args: argparse.Namespace) -> int:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from .convert import convert_checkpoint
+    from .convert import convert_checkpoint  # imports torch and timm
 
     folder, notes = convert_checkpoint(args.checkpoint, args.model, args.out, tag=args.tag, trunk_key=args.trunk_key,
                                        overwrite=args.overwrite)
     for note in notes:
         print(f"note: {note}")
     print(f"wrote {folder}/model.safetensors, config.json, README.md")
-    print(f"load it: timm.create_model('{args.model}', pretrained=True, "
+    print(f"load it: timm.create_model('local-dir:{folder}', pretrained=True), or "
+          f"timm.create_model('{args.model}', pretrained=True, "
           f"pretrained_cfg_overlay=dict(file='{folder}/model.safetensors'))")
     return 0
 
 
 def _cmd_publish(args: argparse.Namespace) -> int:
-    from .publish import publish_folder
+    from .publish import publish_folder  # imports torch and timm
 
     entry, written = publish_folder(args.dir, args.repo, model=args.model, tag=args.tag,
                                     manifest_path=args.manifest, endpoint=args.endpoint, private=not args.public,
                                     commit_message=args.message)
     hub = entry["hub"]
+    where = f"; manifest entry written to {written}" if written else ""
     print(f"published {entry['model']}.{entry['tag']} to {hub['repo']}@{hub['revision']} "
-          f"(sha256 {hub['sha256']}, {hub['bytes']} bytes)" + (f"; manifest entry written to {written}" if written else ""))
+          f"(sha256 {hub['sha256']}, {hub['bytes']} bytes){where}")
     return 0
 
 
 def _cmd_export_detectron2(args: argparse.Namespace) -> int:
-    from .detection.detectron2 import run_from_args
+    from .detection.detectron2 import run_from_args  # imports torch
 
     return run_from_args(args)
 
@@ -109,9 +121,9 @@ def _add_publish(command) -> None:
     p.set_defaults(func=_cmd_publish)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .cli_support import HelpFormatter, add_version
-
+def build_parser(detectron2_arguments: bool = True) -> argparse.ArgumentParser:
+    """The ``icmlm-zoo`` parser. ``detectron2_arguments=False`` leaves out the arguments of export-detectron2
+    (defining them imports torch): for a command line that does not run it."""
     parser = argparse.ArgumentParser(
         prog="icmlm-zoo", formatter_class=HelpFormatter,
         description="ICMLM backbones: list, fetch, convert, publish and export them.\n"
@@ -123,12 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, description=description or help, formatter_class=HelpFormatter)
 
     p = command("list", "models, tags, status and metrics")
-    p.add_argument("--status", choices=("published", "convertible", "recipe"),
+    p.add_argument("--status", choices=STATUSES,
                    help="show only the weights with this status (default: all)")
+    p.add_argument("--markdown", action="store_true", help="print every weight as the README's markdown table")
     p.set_defaults(func=_cmd_list)
 
-    p = command("info", "one weight's manifest entry and preprocessing")
+    p = command("info", "one weight: what it is, its status, integrity, preprocessing, metrics and how to load it")
     p.add_argument("name", help="MODEL or MODEL.TAG, e.g. icmlm_resnet50.attfc_coco")
+    p.add_argument("--json", action="store_true", help="print the manifest entry as JSON, for scripts")
     p.set_defaults(func=_cmd_info)
 
     p = command("download", "prefetch a weight into the cache and check it")
@@ -150,25 +164,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_publish(command)
 
-    from .detection.detectron2 import add_arguments as add_detectron2_arguments
-
-    p = command("export-detectron2", "backbone -> detectron2 .pkl (MoCo/d2 key names)",
+    p = command(DETECTRON2_COMMAND, "backbone -> detectron2 .pkl (MoCo/d2 key names)",
                 "Write a ResNet backbone in detectron2's checkpoint format (.pkl) and a .yaml with the settings\n"
                 "it needs (PIXEL_MEAN/STD, INPUT.FORMAT RGB, RESNETS.DEPTH).")
-    add_detectron2_arguments(p)
+    if detectron2_arguments:
+        from .detection.detectron2 import add_arguments as add_detectron2_arguments  # imports torch
+
+        add_detectron2_arguments(p)
     p.set_defaults(func=_cmd_export_detectron2)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``icmlm-zoo``; errors are printed as one readable line and exit with status 1."""
-    args = build_parser().parse_args(argv)
-    from .errors import IcmlmZooError
-    from .manifest import ManifestError
-
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(detectron2_arguments=DETECTRON2_COMMAND in argv).parse_args(argv)
     try:
         return args.func(args)
-    except (IcmlmZooError, ManifestError, KeyError, ValueError, OSError) as e:  # OSError: files, Hub, network
+    except (IcmlmZooError, KeyError, ValueError, OSError) as e:  # OSError: files, Hub, network
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"icmlm-zoo {args.command}: error: {msg}", file=sys.stderr)
         return 1

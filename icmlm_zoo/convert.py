@@ -13,8 +13,12 @@ import pickle
 from pathlib import Path
 from typing import Any, Mapping
 
+import timm
 import torch
+from safetensors.torch import load_file, save
 
+from .cache import sha256_file
+from .card import build_card
 from .constants import HEAD_PREFIXES
 from .errors import ConversionError
 from .manifest import load_manifest, timm_pretrained_fields
@@ -30,7 +34,6 @@ def load_checkpoint(path: str | Path) -> Any:
     if not path.is_file():
         raise ConversionError(f"Checkpoint {path} does not exist.")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
         return load_file(str(path))
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -112,6 +115,26 @@ def match_to_model(trunk: Mapping[str, torch.Tensor], model: torch.nn.Module) ->
     return {k: sd[k].detach().to(expected[k].dtype).contiguous() for k in expected}, notes
 
 
+def checkpoint_state_dict(checkpoint: str | Path, model_name: str, trunk_key: str | None = None,
+                          notes: list[str] | None = None) -> dict[str, torch.Tensor]:
+    """The state dict of ``model_name`` held in ``checkpoint`` (an original ICMLM checkpoint or a plain state dict):
+    read safely, its trunk extracted and checked key by key and shape by shape (:func:`match_to_model`).
+    Conversion notes are appended to ``notes``."""
+    model = timm.create_model(model_name, pretrained=False, num_classes=0)
+    state_dict, found = match_to_model(extract_trunk(load_checkpoint(checkpoint), trunk_key), model)
+    if notes is not None:
+        notes.extend(found)
+    return state_dict
+
+
+def parameter_count(model_name: str, state_dict: Mapping[str, torch.Tensor]) -> int:
+    """How many parameters ``state_dict`` holds for ``model_name`` (its BatchNorm statistics are buffers, not
+    parameters); the architecture is built on the meta device, which costs no memory."""
+    with torch.device("meta"):
+        names = {name for name, _ in timm.create_model(model_name, pretrained=False, num_classes=0).named_parameters()}
+    return sum(v.numel() for k, v in state_dict.items() if k in names)
+
+
 def _weight_meta(manifest, model_name: str, tag: str | None) -> tuple[dict, dict, dict | None]:
     """(model info, preprocessing, manifest entry or None) for a model and optional tag."""
     info = manifest.models.get(model_name)
@@ -177,10 +200,6 @@ def save_weight_folder(
     config under ``"icmlm"`` and shown in the card. The same tensors always give the same bytes (and sha256).
     Existing files are replaced only with ``overwrite`` (see :func:`check_out_folder`).
     """
-    from safetensors.torch import save
-
-    from .card import build_card
-
     out = check_out_folder(out_dir, overwrite=overwrite)
     meta = dict(extra_meta or {})
     manifest = load_manifest()
@@ -193,9 +212,9 @@ def save_weight_folder(
     # one metadata key only: safetensors writes its metadata map in a per-process random order
     weights = save(tensors, metadata={"format": "pt"})
     meta.update(model=model_name, tag=tag, sha256=hashlib.sha256(weights).hexdigest(), bytes=len(weights),
-                num_params=sum(v.numel() for k, v in tensors.items() if "num_batches_tracked" not in k))
-    pretrained_cfg = dict(tag=tag, **timm_pretrained_fields(pre, vgg=info["family"] == "vgg",
-                                                            license=meta.get("license"), paper=manifest.paper))
+                num_params=parameter_count(model_name, tensors))
+    pretrained_cfg = dict(tag=tag, **timm_pretrained_fields(pre, family=info["family"], license=meta.get("license"),
+                                                            paper=manifest.paper))
     config = dict(
         architecture=info["timm_architecture"],
         num_classes=0,
@@ -225,14 +244,9 @@ def convert_checkpoint(
     """Convert an original checkpoint into a zoo weight folder; returns the folder and conversion notes.
 
     Files already in ``out_dir`` are refused before any work unless ``overwrite``."""
-    import timm
-
-    from .cache import sha256_file
-
     check_out_folder(out_dir, overwrite=overwrite)
-    model = timm.create_model(model_name, pretrained=False, num_classes=0)
-    trunk = extract_trunk(load_checkpoint(checkpoint), trunk_key)
-    state_dict, notes = match_to_model(trunk, model)
+    notes: list[str] = []
+    state_dict = checkpoint_state_dict(checkpoint, model_name, trunk_key, notes)
     meta = dict(extra_meta or {})
     if "converted_from" not in meta:  # the caller may already know the source and its digest
         meta["converted_from"] = {"file": Path(checkpoint).name, "sha256": sha256_file(checkpoint)}

@@ -1,27 +1,84 @@
-"""Streamed download of a plain URL to a file: progress bar, ``.part`` file, length check, atomic move, sha256.
+"""Streamed download of a plain URL to a file: progress bar, ``.part`` file, length check, atomic move, sha256;
+and a quick check that a host can be reached at all, so that no download waits on a missing network.
 
-``HF_HUB_OFFLINE=1`` (read at call time, as well as huggingface_hub's own flag) refuses every download.
+``HF_HUB_OFFLINE=1`` (read at call time, see :func:`icmlm_zoo.cache.is_offline`) refuses every download.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import socket
+import threading
+import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from .errors import IcmlmZooError, not_cached_error
+from tqdm.auto import tqdm
 
-_TRUE = {"1", "ON", "YES", "TRUE"}
+from .errors import IcmlmZooError
+
+#: seconds allowed to resolve a host and open a connection to it (all together)
+CONNECT_TIMEOUT = 4.0
+READ_TIMEOUT = 30.0
 
 
-def is_offline() -> bool:
-    """Whether ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) forbids network access, now."""
-    if any((os.environ.get(k) or "").upper() in _TRUE for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
-        return True
-    try:
-        from huggingface_hub import constants
-    except ImportError:  # pragma: no cover - huggingface_hub is a dependency
-        return False
-    return bool(constants.HF_HUB_OFFLINE)
+class UnreachableError(IcmlmZooError):
+    """A host cannot be resolved, refuses the connection, or does not answer in time (nothing was downloaded)."""
+
+
+def _target(url: str) -> tuple[str, int]:
+    """``(host, port)`` a request for ``url`` connects to: its proxy when the environment names one for it."""
+    parts = urlsplit(url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and parts.hostname and not urllib.request.proxy_bypass(parts.hostname):
+        parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    default = 443 if parts.scheme == "https" else 80
+    return parts.hostname or "", parts.port or default
+
+
+def _resolve(host: str, port: int, timeout: float) -> list | str:
+    """``getaddrinfo`` with a deadline (it has none of its own: a missing name server can hold it ~20 s);
+    the addresses, or why there are none."""
+    found: dict = {}
+
+    def run() -> None:
+        try:
+            found["addresses"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as e:
+            found["error"] = e
+
+    worker = threading.Thread(target=run, name=f"resolve {host}", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        return f"the name {host} could not be resolved within {timeout:g} s"
+    if "error" in found:
+        return f"the name {host} cannot be resolved: no network or no DNS"
+    return found["addresses"]
+
+
+def unreachable_reason(url: str, timeout: float | None = None) -> str | None:
+    """None when a connection to ``url``'s host (or its proxy) opens within ``timeout`` seconds
+    (:data:`CONNECT_TIMEOUT`); else why not, in words. One try, no retries."""
+    timeout = CONNECT_TIMEOUT if timeout is None else timeout
+    host, port = _target(url)
+    addresses = _resolve(host, port, timeout)
+    if isinstance(addresses, str):
+        return addresses
+    reason = f"{host}:{port} has no address"
+    for family, kind, proto, _, address in addresses:
+        try:
+            with socket.socket(family, kind, proto) as sock:
+                sock.settimeout(timeout)
+                sock.connect(address)
+            return None
+        except ConnectionRefusedError:
+            reason = f"{host}:{port} refused the connection"
+        except TimeoutError:
+            reason = f"{host}:{port} did not answer within {timeout:g} s"
+        except OSError as e:
+            reason = f"{host}:{port} cannot be reached ({e.strerror or type(e).__name__})"
+    return reason
 
 
 def _pid_alive(pid: int) -> bool:
@@ -42,26 +99,26 @@ def remove_stale_parts(dest: Path) -> None:
             part.unlink(missing_ok=True)
 
 
-def download_url(url: str, dest: str | Path, *, progress: bool = True, timeout: float = 30.0,
-                 name: str | None = None) -> str:
+def download_url(url: str, dest: str | Path, *, progress: bool = True, timeout: float = READ_TIMEOUT) -> str:
     """Download ``url`` to ``dest`` atomically; return the sha256 of the bytes written.
 
     The bytes go to ``dest.<pid>.<n>.part`` and are moved to ``dest`` only once complete (as many bytes as the
     server's ``Content-Length`` announced), so an interrupted download never leaves a file that could be reused.
-    ``name`` (the weight's name) is used in the error raised when offline.
+    Raises :class:`UnreachableError` at once when the host cannot be reached (see :func:`unreachable_reason`).
+    The caller checks :func:`icmlm_zoo.cache.is_offline` first.
     """
-    dest = Path(dest)
-    if is_offline():
-        raise not_cached_error(name or dest.name, url, "HF_HUB_OFFLINE is set: no download is attempted")
-    import requests
-    from tqdm.auto import tqdm
+    import requests  # only a download needs it: importing it would cost every `import icmlm_zoo` ~0.1 s
 
+    dest = Path(dest)
+    reason = unreachable_reason(url)
+    if reason:
+        raise UnreachableError(reason)
     dest.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_parts(dest)
     h = hashlib.sha256()
     tmp = dest.with_name(f"{dest.name}.{os.getpid()}.{os.urandom(4).hex()}.part")
     try:
-        with open(tmp, "xb") as out, requests.get(url, stream=True, timeout=timeout) as resp:
+        with open(tmp, "xb") as out, requests.get(url, stream=True, timeout=(CONNECT_TIMEOUT, timeout)) as resp:
             if resp.status_code != 200:
                 raise IcmlmZooError(f"Downloading {url} failed: HTTP {resp.status_code} {resp.reason}.")
             total = int(resp.headers.get("Content-Length") or 0) or None
@@ -76,10 +133,9 @@ def download_url(url: str, dest: str | Path, *, progress: bool = True, timeout: 
                                 f"run again.")
         os.replace(tmp, dest)
     except requests.RequestException as e:
-        reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-        raise IcmlmZooError(f"Downloading {url} failed ({reason}); nothing was kept, run again. If it keeps "
-                            f"failing, check the network, or download the file by hand and convert it with "
-                            f"`icmlm-zoo convert FILE --model NAME --out DIR`.") from e
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise IcmlmZooError(f"Downloading {url} failed ({type(e).__name__}: {reason}); nothing was kept, run "
+                            f"again.") from None
     finally:
         tmp.unlink(missing_ok=True)
     return h.hexdigest()

@@ -10,9 +10,21 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .cache import forget_stamp, verified_sha256
-from .errors import IcmlmZooError, WeightsIntegrityError, not_cached_error
+from huggingface_hub import constants as hf_constants
+from huggingface_hub import hf_hub_download
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+
+from .cache import forget_stamp, is_offline, verified_sha256
+from .download import unreachable_reason
+from .errors import IcmlmZooError, WeightsIntegrityError
 from .manifest import WeightEntry
+from .registration import installed_version
+from .ways_out import OFFLINE_WHY, hub_unreachable
 
 HUB_ENDPOINT_ENV = "ICMLM_ZOO_HUB_ENDPOINT"
 HUB_ORG_ENV = "ICMLM_ZOO_HUB_ORG"
@@ -51,41 +63,46 @@ def _http_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-def download_verified(entry: WeightEntry, cache_dir: str | Path | None = None) -> Path:
-    """Download (or find in the cache) a published weight file and check its sha256 against the manifest.
-
-    A mismatch deletes the cached file, so that the next call downloads it again, and raises.
-    """
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import (EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError,
-                                        RevisionNotFoundError)
-
-    from . import __version__
-
+def _hub_file(entry: WeightEntry, cache_dir: str | Path | None) -> Path:
+    """The cached or downloaded Hub file of ``entry``. When the endpoint cannot be reached (checked once, in a few
+    seconds, before huggingface_hub's own retries) only the cache is used."""
     repo_id, revision, endpoint = hub_location(entry)
     filename = entry.hub.get("filename", "model.safetensors")
     where = f"{repo_id}@{revision or 'main'}/{filename}"
+    why = OFFLINE_WHY if is_offline() else unreachable_reason(endpoint or hf_constants.ENDPOINT)
     try:
-        path = Path(hf_hub_download(
+        return Path(hf_hub_download(
             repo_id,
             filename,
             revision=revision,
             cache_dir=cache_dir,
             endpoint=endpoint,
+            local_files_only=why is not None,
             library_name="icmlm_zoo",
-            library_version=__version__,
+            library_version=installed_version(),
         ))
-    except LocalEntryNotFoundError as e:
-        raise not_cached_error(entry.name, where) from e
+    except LocalEntryNotFoundError:
+        raise hub_unreachable(entry, where, why or "the Hub cannot be reached") from None
     except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as e:
         raise IcmlmZooError(
             f"{entry.name}: {where} is not on the Hub ({type(e).__name__}). If you use a mirror "
-            f"({HUB_ORG_ENV}/{HUB_ENDPOINT_ENV}/HF_ENDPOINT), check that it holds this repo.") from e
-    except (OSError, *_http_errors()) as e:  # interrupted body, size mismatch, refused connection, HTTP 5xx
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            f"({HUB_ORG_ENV}/{HUB_ENDPOINT_ENV}/HF_ENDPOINT), check that it holds this repo.") from None
+    except (OSError, *_http_errors()) as e:  # interrupted body, size mismatch, HTTP 5xx
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise IcmlmZooError(
             f"{entry.name}: downloading {where} failed ({type(e).__name__}: {reason}). Nothing incomplete was "
-            f"kept in the cache; run the same command again to retry. If it keeps failing, check the network or the endpoint ({endpoint or 'HF_ENDPOINT / huggingface.co'}).") from e
+            f"kept in the cache; run the same command again to retry. If it keeps failing, check the network or "
+            f"the endpoint ({endpoint or hf_constants.ENDPOINT}).") from None
+
+
+def download_verified(entry: WeightEntry, cache_dir: str | Path | None = None) -> Path:
+    """Download (or find in the cache) a published weight file and check its sha256 against the manifest.
+
+    A mismatch deletes the cached file, so that the next call downloads it again, and raises.
+    """
+    path = _hub_file(entry, cache_dir)
+    repo_id, _, _ = hub_location(entry)
+    filename = entry.hub.get("filename", "model.safetensors")
     expected = entry.hub["sha256"]
     actual = verified_sha256(path)
     if actual != expected:

@@ -6,42 +6,106 @@ The converted ``model.safetensors`` is checked against the digest recorded at co
 the size/mtime/inode stamp of :func:`cache.verified_sha256` keeps warm loads from re-hashing). A damaged
 converted entry is deleted and rebuilt from the original; a damaged cached original is deleted and downloaded
 again; a download that differs from the published or pinned digest raises :class:`WeightsIntegrityError`.
+A pin file that is missing or damaged is restored from the source digest the converted weights recorded
+(``integrity.json``); a damaged pin with nothing to restore it from raises :class:`PinError`.
 """
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 import tempfile
 from pathlib import Path
 
-from .cache import (cache_root, download_path, forget_stamp, read_pin, record_stamp, sha256_file, verified_sha256,
-                    write_pin)
-from .download import download_url, is_offline
-from .errors import ConversionError, WeightsIntegrityError, not_cached_error
-from .manifest import WeightEntry
+from .cache import (
+    cache_root,
+    download_path,
+    forget_stamp,
+    is_offline,
+    pin_path,
+    read_pin,
+    record_stamp,
+    sha256_file,
+    verified_sha256,
+    write_pin,
+)
+from .convert import convert_checkpoint
+from .download import UnreachableError, download_url
+from .errors import ConversionError, PinError, WeightsIntegrityError
+from .manifest import UNVERIFIED_LABEL, WeightEntry
+from .ways_out import OFFLINE_WHY, original_unreachable
 
-_logger = logging.getLogger(__name__)
 RECORD = "integrity.json"
 
 
 def converted_dir(entry: WeightEntry) -> Path:
+    """Where the converted weights of ``entry`` and their ``integrity.json`` are cached."""
     return cache_root() / "converted" / entry.name
 
 
 def _say(msg: str) -> None:
-    _logger.warning(msg)
-    print(msg)
+    print(msg, flush=True)
+
+
+def _recorded_source_digest(entry: WeightEntry) -> str | None:
+    """The source sha256 the converted weights of ``entry`` recorded at conversion, if they name this URL."""
+    try:
+        record = json.loads((converted_dir(entry) / RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    digest = record.get("source_sha256") if isinstance(record, dict) else None
+    if record.get("source_url") != entry.source["url"] or not isinstance(digest, str) or len(digest) != 64:
+        return None
+    return digest
+
+
+def _restore_pin(entry: WeightEntry, damage: PinError | None) -> str | None:
+    """Re-pin from the converted weights' ``integrity.json`` after the pin file was deleted or damaged; the digest,
+    or None when nothing records one (raises :class:`PinError` for a damaged pin that cannot be restored)."""
+    url, record = entry.source["url"], converted_dir(entry) / RECORD
+    digest = _recorded_source_digest(entry)
+    if digest is None:
+        if damage is None:
+            return None
+        raise PinError(
+            f"{entry.name}: {damage} Nothing else records the digest it pinned (no {record}), so a download could "
+            f"not be checked; nothing was downloaded or loaded. If you trust the file at {url} now, delete "
+            f"{pin_path(url)} and it is pinned afresh on first use.")
+    what = "damaged" if damage else "missing"
+    try:
+        write_pin(url, digest, None, replace=True)
+        _say(f"{entry.name}: the pin file {pin_path(url)} was {what}; restored it from {record} (sha256 {digest}).")
+    except OSError as e:
+        _say(f"{entry.name}: the pin file {pin_path(url)} is {what} and cannot be rewritten ({e.strerror}); "
+             f"using the digest recorded in {record} (sha256 {digest}).")
+    return digest
 
 
 def expected_source_sha256(entry: WeightEntry) -> tuple[str | None, str]:
-    """``(digest, how)``: the published ``source.sha256`` ("published"), else the pinned one ("pinned"), else
-    ``(None, "unpinned")`` before first use."""
+    """``(digest, how)``: the published ``source.sha256`` ("published"), else the pinned one ("pinned", restored
+    from ``integrity.json`` when the pin file is missing or damaged), else ``(None, "unpinned")`` before first use."""
     published = entry.source.get("sha256")
     if published:
         return published, "published"
-    pin = read_pin(entry.source["url"])
-    return (pin["sha256"], "pinned") if pin else (None, "unpinned")
+    try:
+        pin, damage = read_pin(entry.source["url"]), None
+    except PinError as e:
+        pin, damage = None, e
+    if pin:
+        return pin["sha256"], "pinned"
+    digest = _restore_pin(entry, damage)
+    return (digest, "pinned") if digest else (None, "unpinned")
+
+
+def pin_report(entry: WeightEntry) -> str:
+    """How the original of a convertible ``entry`` is checked, as it stands now (after a fetch)."""
+    digest, how = expected_source_sha256(entry)
+    if how == "published":
+        return f"verified: the original's sha256 {digest} matches the manifest's published hash"
+    where = pin_path(entry.source["url"])
+    if digest:
+        return f"{UNVERIFIED_LABEL}: the original is pinned on first use to sha256 {digest} ({where})"
+    return (f"{UNVERIFIED_LABEL}: the original is NOT pinned: no pin file at {where} (it could not be written), "
+            f"so a changed file at the source would not be noticed")
 
 
 def _converted_problem(out: Path, expected_source: str | None) -> str | None:
@@ -69,13 +133,15 @@ def _mismatch(entry: WeightEntry, url: str, got: str, expected: str, how: str, c
     if how == "published":
         rule = f"the manifest's published sha256 is {expected}"
     else:
-        pin = read_pin(url) or {}
-        rule = (f"the sha256 pinned on first use ({pin.get('pinned_at', 'earlier')}, no published hash) is "
-                f"{expected}")
+        try:
+            pinned_at = (read_pin(url) or {}).get("pinned_at") or "earlier"
+        except PinError:
+            pinned_at = "earlier"
+        rule = f"the sha256 pinned on first use ({pinned_at}, no published hash) is {expected}"
     return WeightsIntegrityError(
         f"{entry.name}: {where or 'the download from'} {url} has sha256 {got}, but {rule}. The file was deleted. "
         f"If this repeats, the server's file has changed: do not use it (to accept a new file knowingly, delete "
-        f"{download_path(url).name}.pin.json in {download_path(url).parent}).")
+        f"{pin_path(url)}).")
 
 
 def _original(entry: WeightEntry, expected: str | None, how: str, progress: bool) -> tuple[Path, str, bool]:
@@ -91,8 +157,11 @@ def _original(entry: WeightEntry, expected: str | None, how: str, progress: bool
         forget_stamp(original)
         original.unlink(missing_ok=True)
     if is_offline():
-        raise not_cached_error(entry.name, url, "HF_HUB_OFFLINE is set: no download is attempted")
-    digest = download_url(url, original, progress=progress, name=entry.name)
+        raise original_unreachable(entry, OFFLINE_WHY)
+    try:
+        digest = download_url(url, original, progress=progress)
+    except UnreachableError as e:
+        raise original_unreachable(entry, str(e)) from None
     if expected is not None and digest != expected:
         original.unlink(missing_ok=True)
         raise _mismatch(entry, url, digest, expected, how, cached=False)
@@ -116,9 +185,22 @@ def fetch_and_convert(entry: WeightEntry, progress: bool = True) -> Path:
     return _convert(entry, original, digest, first_use=expected is None, fresh=fresh)
 
 
-def _convert(entry: WeightEntry, original: Path, digest: str, *, first_use: bool, fresh: bool) -> Path:
-    from .convert import convert_checkpoint
+def _pin_first_use(entry: WeightEntry, original: Path, digest: str) -> None:
+    """Pin the digest of the first original that converted, and say so once."""
+    url = entry.source["url"]
+    try:
+        pin = write_pin(url, digest, original.stat().st_size)
+    except OSError as e:
+        _say(f"{entry.name}: the manifest publishes no sha256 for {url}, and its digest (sha256 {digest}) could not "
+             f"be pinned: {pin_path(url)} cannot be written ({e.strerror}). Later downloads are NOT checked against "
+             f"it.")
+        return
+    _say(f"{entry.name}: the manifest publishes no sha256 for {url}; its file (sha256 {pin['sha256']}) is now "
+         f"pinned on first use ({pin_path(url)}): later downloads and loads must match it. Unverified: compare "
+         f"this digest with one from a source you trust.")
 
+
+def _convert(entry: WeightEntry, original: Path, digest: str, *, first_use: bool, fresh: bool) -> Path:
     url, out = entry.source["url"], converted_dir(entry)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=out.parent))
@@ -144,10 +226,7 @@ def _convert(entry: WeightEntry, original: Path, digest: str, *, first_use: bool
             "sha256": weights_digest, "bytes": weights.stat().st_size, "source_url": url,
             "source_sha256": digest}, indent=2) + "\n")
         if first_use:
-            pin = write_pin(url, digest, original.stat().st_size)
-            _say(f"{entry.name}: the manifest publishes no sha256 for {url}; its file (sha256 {pin['sha256']}) "
-                 f"is now pinned on first use in {original.parent}: later downloads and loads must match it. "
-                 f"Unverified: record a published hash as source.sha256 in weights_manifest.json.")
+            _pin_first_use(entry, original, digest)
         if out.exists():  # a concurrent conversion finished first
             shutil.rmtree(folder)
         else:

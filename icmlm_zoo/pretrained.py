@@ -1,13 +1,23 @@
 """``pretrained=True`` resolution: published Hub weight → original checkpoint + conversion → a clear error.
 
-Never returns random weights when pretrained weights were asked for.
+Never returns random weights when pretrained weights were asked for. The weights are handed to timm as a state dict
+(timm's ``state_dict`` source): read here from safetensors, or converted here from an original checkpoint given as
+``pretrained_cfg_overlay=dict(file=...)``, with the same checks as ``icmlm-zoo convert``.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import torch
+from safetensors.torch import load_file
+from timm.models import PretrainedCfg
+
+from .convert import checkpoint_state_dict
 from .errors import WeightsNotAvailableError
+from .hub import download_verified
 from .manifest import Manifest, WeightEntry, load_manifest
+from .original import fetch_and_convert, pin_report
 
 _SOURCE_KEYS = ("state_dict", "file", "hf_hub_id", "url")
 
@@ -23,23 +33,20 @@ def _user_source(cfg: Any, overlay: dict) -> bool:
 
 
 def _not_available(manifest: Manifest, entry: WeightEntry) -> WeightsNotAvailableError:
-    loadable = [e.name for e in manifest.entries() if e.status in ("published", "convertible")]
-    preset = entry.raw["pretraining"]["preset"]
+    loadable = [e.name for e in manifest.entries() if e.has_weights]
     return WeightsNotAvailableError(
         f"{entry.name} has no weights to load (status '{entry.status}': a recipe only). "
         f"Weights that load with pretrained=True: {', '.join(loadable) or 'none'}. To make this one: "
-        f"`icmlm-train --preset {preset}` then `icmlm-train export RUN --model {entry.model} --tag {entry.tag} "
-        f"--out DIR` and load it with pretrained_cfg_overlay=dict(file='DIR/model.safetensors'); or convert an "
+        f"`{entry.train_command}` then `icmlm-train export RUN --model {entry.model} --tag {entry.tag} "
+        f"--out DIR` and load it with timm.create_model('local-dir:DIR', pretrained=True); or convert an "
         f"original checkpoint with `icmlm-zoo convert CHECKPOINT --model {entry.model} --out DIR`.")
 
 
 def fetch_weights(entry: WeightEntry, manifest: Manifest | None = None, cache_dir: Any = None) -> str:
     """A local safetensors path holding the verified weights of ``entry``."""
     if entry.status == "published":
-        from .hub import download_verified
         return str(download_verified(entry, cache_dir=cache_dir))
     if entry.status == "convertible":
-        from .original import fetch_and_convert
         return str(fetch_and_convert(entry))
     raise _not_available(manifest or load_manifest(), entry)
 
@@ -49,15 +56,18 @@ def integrity_report(entry: WeightEntry) -> str:
     if entry.status == "published":
         return f"verified: sha256 {entry.hub['sha256']} matches the manifest's published hash"
     if entry.status == "convertible":
-        from .original import expected_source_sha256
-
-        digest, how = expected_source_sha256(entry)
         checked = "; the converted weights match the digest recorded at conversion"
-        if how == "published":
-            return f"verified: the original's sha256 {digest} matches the manifest's published hash{checked}"
-        pinned = f"pinned on first use to sha256 {digest}" if digest else "not pinned (the cache is not writable)"
-        return f"{entry.integrity}: the original is {pinned}, not checked against any published hash{checked}"
+        return pin_report(entry) + checked
     return f"status '{entry.status}': nothing to check"
+
+
+def weights_state_dict(variant: str, file: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict in ``file`` for the ``variant`` architecture: a safetensors file as it is; a ``.pth``/``.pt``
+    (an original ICMLM checkpoint, or a plain state dict) read with ``torch.load(weights_only=True)``, its trunk
+    extracted and checked key by key and shape by shape, exactly as ``icmlm-zoo convert`` does."""
+    if str(file).endswith(".safetensors"):
+        return load_file(str(file))
+    return checkpoint_state_dict(file, variant)
 
 
 def resolve_pretrained(
@@ -70,11 +80,10 @@ def resolve_pretrained(
     """The (pretrained_cfg, overlay) pair to hand ``timm.models.build_model_with_cfg``.
 
     A tag (or no tag: the default one) is looked up in the manifest; with ``pretrained=True`` its verified
-    local file becomes the ``file`` overlay. A source the caller gave (``pretrained_cfg_overlay=dict(file=…)``,
-    ``hf-hub:``/``local-dir:`` names, an explicit cfg) is used as given.
+    local file is read into the overlay's ``state_dict``. A ``file`` the caller gave
+    (``pretrained_cfg_overlay=dict(file=…)``: a weight file, or an original checkpoint converted on the way) is
+    read the same way; ``hf-hub:``/``local-dir:`` names and an explicit cfg are used as given.
     """
-    from timm.models import PretrainedCfg
-
     overlay = dict(pretrained_cfg_overlay or {})
     if pretrained_cfg is not None and not isinstance(pretrained_cfg, str):
         if pretrained and not _user_source(pretrained_cfg, overlay):
@@ -87,7 +96,10 @@ def resolve_pretrained(
         entry = manifest.entry(variant, pretrained_cfg)
     except KeyError as e:
         raise ValueError(e.args[0]) from None
-    cfg = PretrainedCfg(architecture=variant, tag=entry.tag, **entry.timm_cfg(manifest.paper))
-    if pretrained and not _user_source(None, overlay):
-        overlay["file"] = fetch_weights(entry, manifest, cache_dir=cache_dir)
+    cfg = PretrainedCfg(architecture=variant, tag=entry.tag, **manifest.timm_cfg(entry))
+    if pretrained and not overlay.get("state_dict"):
+        if not _user_source(None, overlay):
+            overlay["file"] = fetch_weights(entry, manifest, cache_dir=cache_dir)
+        if overlay.get("file"):
+            overlay["state_dict"] = weights_state_dict(variant, overlay["file"])
     return cfg, overlay

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from . import manifest as _manifest
 from .cache import sha256_file
 from .convert import WEIGHT_FOLDER_FILES
 from .errors import IcmlmZooError
-from . import manifest as _manifest
 from .manifest import MANIFEST_ENV, Manifest, load_manifest
 
 

@@ -207,7 +207,7 @@ def test_list_and_info_label_unverified_weights(capsys):
     assert zoo_main(["list"]) == 0
     line = next(row for row in capsys.readouterr().out.splitlines() if row.startswith("icmlm_resnet50.attfc_coco"))
     assert "unverified (no published hash)" in line
-    assert zoo_main(["info", "icmlm_resnet50.attfc_coco"]) == 0
+    assert zoo_main(["info", "icmlm_resnet50.attfc_coco", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["integrity"] == "unverified (no published hash)"
 
 

@@ -115,7 +115,7 @@ def test_cli_list_and_info(capsys):
     assert zoo_main(["list"]) == 0
     out = capsys.readouterr().out
     assert "icmlm_resnet50.attfc_coco (default)" in out and "convertible" in out and "icmlm_vgg16.tfm_coco" in out
-    assert zoo_main(["info", "icmlm_resnet50"]) == 0
+    assert zoo_main(["info", "icmlm_resnet50", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["tag"] == "attfc_coco" and info["timm_data_config"]["crop_pct"] == 0.875
     assert zoo_main(["info", "icmlm_resnet50.bogus"]) == 1

@@ -1,4 +1,4 @@
-"""timm entrypoints for the ICMLM backbones; their pretrained cfgs are generated from the weights manifest.
+"""timm entrypoints for the ICMLM backbones; their pretrained cfgs and architectures come from the weights manifest.
 
 The module name is unique on purpose: timm groups models by the last component of the module path, so
 ``timm.list_models(module='icmlm_backbones')`` lists exactly these.
@@ -24,18 +24,26 @@ def _registry_cfgs() -> dict[str, dict[str, Any]]:
         default = _MANIFEST.default_tag(model)
         for entry in _MANIFEST.entries(model):
             star = "*" if entry.tag == default else ""
-            cfgs[f"{entry.name}{star}"] = entry.timm_cfg(_MANIFEST.paper)
+            cfgs[f"{entry.name}{star}"] = _MANIFEST.timm_cfg(entry)
     return cfgs
 
 
 # timm reads the module-global `default_cfgs` when @register_model runs: it must exist before the entrypoints.
 default_cfgs = generate_default_cfgs(_registry_cfgs())
 
-_ARCH_ARGS: dict[str, dict[str, Any]] = {
-    "icmlm_resnet50": dict(block=Bottleneck, layers=(3, 4, 6, 3)),
-    "icmlm_resnet18": dict(block=BasicBlock, layers=(2, 2, 2, 2)),
-    "icmlm_resnet_tiny": dict(block=BasicBlock, layers=(1, 1, 1, 1), channels=(32, 64, 128, 256)),
+# timm's own ResNet definitions (what timm's resnet18/resnet50 entrypoints pass to ResNet). Each ICMLM ResNet is
+# the manifest's `timm_architecture` with its `timm_model_args` laid over: the same pair a weight folder's
+# config.json hands plain timm, so both build the same network.
+_TIMM_RESNETS: dict[str, dict[str, Any]] = {
+    "resnet50": dict(block=Bottleneck, layers=(3, 4, 6, 3)),
+    "resnet18": dict(block=BasicBlock, layers=(2, 2, 2, 2)),
 }
+
+
+def resnet_args(variant: str) -> dict[str, Any]:
+    """The ``ResNet`` arguments of an ICMLM ResNet, from its manifest entry."""
+    info = _MANIFEST.models[variant]
+    return dict(_TIMM_RESNETS[info["timm_architecture"]], **info["timm_model_args"])
 
 
 def _build(variant: str, model_cls, pretrained: bool, arch_feature_cfg: dict | None = None, **kwargs: Any):
@@ -49,7 +57,7 @@ def _build(variant: str, model_cls, pretrained: bool, arch_feature_cfg: dict | N
     kwargs.setdefault("num_classes", 0)
     # the caller's feature_cfg (e.g. feature_cls='fx') is laid over the architecture's, as timm's own models do
     feature_cfg = dict(arch_feature_cfg or {}, **(kwargs.pop("feature_cfg", None) or {}))
-    return build_model_with_cfg(
+    model = build_model_with_cfg(
         model_cls,
         variant,
         pretrained,
@@ -58,10 +66,14 @@ def _build(variant: str, model_cls, pretrained: bool, arch_feature_cfg: dict | N
         feature_cfg=feature_cfg or None,
         **kwargs,
     )
+    for cfg in {id(c): c for c in (getattr(model, "pretrained_cfg", None), getattr(model, "default_cfg", None))
+                if isinstance(c, dict)}.values():
+        cfg.pop("state_dict", None)  # the weights handed to timm are in the model now: keep no second copy
+    return model
 
 
 def _resnet(variant: str, pretrained: bool, **kwargs: Any) -> ResNet:
-    return _build(variant, ResNet, pretrained, **dict(_ARCH_ARGS[variant], **kwargs))
+    return _build(variant, ResNet, pretrained, **dict(resnet_args(variant), **kwargs))
 
 
 @register_model
