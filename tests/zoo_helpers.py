@@ -81,3 +81,26 @@ def assert_same_weights(model: torch.nn.Module, sd: dict[str, torch.Tensor]) -> 
     assert set(got) == set(sd)
     for k, v in sd.items():
         assert torch.equal(got[k], v), k
+
+
+def refused_port() -> int:
+    """A loopback port nothing listens on: bound, then closed (a connection to it is refused at once)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def checkpoint_bytes(sd: dict[str, torch.Tensor]) -> bytes:
+    """``torch.save`` bytes of a NAVER-format checkpoint holding ``sd`` as its trunk."""
+    import io
+
+    buf = io.BytesIO()
+    torch.save(naver_checkpoint(sd), buf)
+    return buf.getvalue()
+
+
+def assert_one_exception(err: BaseException) -> None:
+    """``err`` would print as one traceback: no cause, no context shown."""
+    assert err.__cause__ is None and (err.__context__ is None or err.__suppress_context__), repr(err.__context__)

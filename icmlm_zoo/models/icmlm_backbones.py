@@ -2,6 +2,11 @@
 
 The module name is unique on purpose: timm groups models by the last component of the module path, so
 ``timm.list_models(module='icmlm_backbones')`` lists exactly these.
+
+Registering needs only timm, torch and the manifest: the weight-loading machinery (``icmlm_zoo.pretrained``) is
+imported when a model is built. In the console scripts the registration runs while timm is being imported by
+some other icmlm_zoo module (see ``icmlm_zoo.registration``); importing more here could re-enter that
+half-imported module.
 """
 from __future__ import annotations
 
@@ -11,7 +16,6 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from ..manifest import load_manifest
-from ..pretrained import resolve_pretrained
 from .vgg_trunk import IcmlmVGG
 
 _MANIFEST = load_manifest()
@@ -47,6 +51,8 @@ def resnet_args(variant: str) -> dict[str, Any]:
 
 
 def _build(variant: str, model_cls, pretrained: bool, arch_feature_cfg: dict | None = None, **kwargs: Any):
+    from ..pretrained import resolve_pretrained  # not at registration: see the module docstring
+
     pretrained_cfg, overlay = resolve_pretrained(
         variant,
         pretrained,
