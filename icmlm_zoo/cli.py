@@ -55,11 +55,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_download(args: argparse.Namespace) -> int:
-    from .pretrained import fetch_weights, integrity_report  # imports torch and timm
-
     manifest = load_manifest()
     model, tag = _split(args.name)
     entry = manifest.entry(model, tag)
+    from .pretrained import fetch_weights, integrity_report  # imports torch and timm
+
     path = fetch_weights(entry, manifest)
     print(f"{entry.name}: {integrity_report(entry)}")
     print(f"{entry.name}: weights at {path}")
