@@ -17,7 +17,7 @@ from . import manifest as _manifest
 from .cache import sha256_file
 from .convert import WEIGHT_FOLDER_FILES
 from .errors import IcmlmZooError
-from .manifest import MANIFEST_ENV, Manifest, load_manifest
+from .manifest import MANIFEST_ENV, PREPROCESSING_KEYS, Manifest, load_manifest
 
 
 class PublishError(IcmlmZooError):
@@ -104,7 +104,7 @@ def manifest_entry(manifest: Manifest, plan: UploadPlan, model: str, tag: str, h
             tag=tag,
             description=meta.get("description") or f"{model} pretrained with ICMLM ({tag})",
             pretraining=dict(meta.get("pretraining") or {"preset": (meta.get("recipe") or {}).get("preset", "custom")}),
-            preprocessing={k: pre[k] for k in ("input_size", "mean", "std", "crop_pct", "interpolation")},
+            preprocessing={k: pre[k] for k in PREPROCESSING_KEYS},
             license=pre.get("license") or "unknown",
             source=None,
             converter=None,

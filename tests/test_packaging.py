@@ -8,12 +8,12 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
 import timm
+import tomllib
 
 import icmlm_zoo
 
@@ -212,4 +212,34 @@ def test_extras_match_the_jobs():
     lic = (ROOT / "LICENSE").read_text()
     assert lic.startswith("BSD 3-Clause License") and "icmlm-zoo developers" in lic
     assert (ROOT / "icmlm_zoo" / "py.typed").is_file()
-    assert meta["tool"]["setuptools"]["package-dir"] == {"icmlm_zoo.training": "training", "icmlm_zoo.analysis": "analysis"}
+    assert meta["tool"]["setuptools"]["package-dir"] == {"icmlm_zoo.training": "training",
+                                                         "icmlm_zoo.analysis": "analysis"}
+
+
+PROJECT_URLS = ("Homepage", "Source", "Documentation", "Issues", "Changelog")
+
+
+def test_metadata_a_package_index_shows():
+    """Project-URLs, classifiers PyPI accepts, no timm cap (issue 20, items 2 and 7)."""
+    import trove_classifiers
+
+    proj = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert set(PROJECT_URLS) <= set(proj["urls"]) and all(u.startswith("https://") for u in proj["urls"].values())
+    classifiers = proj["classifiers"]
+    assert not set(classifiers) - trove_classifiers.classifiers, set(classifiers) - trove_classifiers.classifiers
+    assert "Topic :: Scientific/Engineering :: Image Recognition" in classifiers
+    assert any(c.startswith("Programming Language :: Python :: 3.") for c in classifiers)
+    # the license is the SPDX expression; setuptools >= 77 refuses a License classifier beside it
+    assert not any(c.startswith("License ::") for c in classifiers) and proj["license"] == "BSD-3-Clause"
+    (timm_req,) = [r for r in proj["dependencies"] if r.startswith("timm")]
+    assert "<" not in timm_req, timm_req
+
+
+def test_readme_links_work_on_a_package_index_page():
+    """docs/ is not in the wheel: every link of the README (PyPI's project page) is absolute."""
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    links = re.findall(r"\]\(([^)]+)\)", readme)
+    assert links and all(link.startswith("https://") for link in links), [u for u in links if "://" not in u]
+    assert (ROOT / "CHANGELOG.md").is_file()

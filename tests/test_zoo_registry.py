@@ -11,7 +11,6 @@ import pytest
 import timm
 import torch
 
-import icmlm_zoo
 from icmlm_zoo.cli import main as zoo_main
 from icmlm_zoo.manifest import SHIPPED_MANIFEST, load_manifest, validate_manifest
 
@@ -138,6 +137,12 @@ def test_built_wheel_ships_the_manifest_in_one_namespace(tmp_path):
         shipped = json.loads(z.read("icmlm_zoo/weights_manifest.json"))
         names = z.namelist()
     assert shipped == json.loads((ROOT / "weights_manifest.json").read_text())
+    with zipfile.ZipFile(wheel) as z:
+        (meta,) = [n for n in z.namelist() if n.endswith(".dist-info/METADATA")]
+        metadata = z.read(meta).decode()
+    for url in ("Homepage", "Source", "Documentation", "Issues", "Changelog"):
+        assert f"Project-URL: {url}, https://" in metadata, url
+    assert "Classifier: Topic :: Scientific/Engineering :: Image Recognition" in metadata
     assert any(n.startswith("icmlm_zoo/training/presets/") and n.endswith(".yaml") for n in names)
     # one import namespace: the trainer ships inside icmlm_zoo, nothing else lands at the top of site-packages
     top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
@@ -157,8 +162,9 @@ def test_built_wheel_ships_the_manifest_in_one_namespace(tmp_path):
 def test_cli_export_detectron2_from_weight_folder(tmp_path, capsys):
     import pickle
 
-    from icmlm_zoo.convert import save_weight_folder
     from zoo_helpers import tiny_state_dict
+
+    from icmlm_zoo.convert import save_weight_folder
 
     sd = tiny_state_dict(seed=9, model="icmlm_resnet18")
     folder = save_weight_folder(sd, "icmlm_resnet18", tmp_path / "w")
@@ -200,6 +206,5 @@ def test_manifest_is_parsed_once_per_process_and_again_when_it_changes(tmp_path,
     assert len(parsed) == 1 and second.data == data
     data["schema_note"] = "changed"
     path.write_text(json.dumps(data))
-    import os
     os.utime(path, ns=(1, 1))  # a different mtime even on a coarse clock
     assert mf.load_manifest(path).data.get("schema_note") == "changed" and len(parsed) == 2
