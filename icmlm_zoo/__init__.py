@@ -11,7 +11,14 @@ The console scripts (``icmlm-zoo``, ``icmlm-train``, ``icmlm-eval``) import this
 (see :mod:`icmlm_zoo.registration`).
 """
 from . import registration
-from .errors import ConversionError, IcmlmZooError, WeightsIntegrityError, WeightsNotAvailableError
+from .errors import (
+    ConversionError,
+    IcmlmZooError,
+    PinError,
+    WeightsIntegrityError,
+    WeightsNotAvailableError,
+    WeightsUnreachableError,
+)
 from .manifest import ManifestError, load_manifest
 
 __version__ = registration.installed_version()  # the one source is pyproject.toml
@@ -21,8 +28,10 @@ __all__ = [
     "ConversionError",
     "IcmlmZooError",
     "ManifestError",
+    "PinError",
     "WeightsIntegrityError",
     "WeightsNotAvailableError",
+    "WeightsUnreachableError",
     "__version__",
     "load_manifest",
 ]

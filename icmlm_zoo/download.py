@@ -15,10 +15,12 @@ from urllib.parse import urlsplit
 
 from tqdm.auto import tqdm
 
+from .cache import is_offline
 from .errors import IcmlmZooError
 
 #: seconds allowed to resolve a host and open a connection to it (all together)
 CONNECT_TIMEOUT = 4.0
+OFFLINE_WHY = "HF_HUB_OFFLINE is set: no download is attempted"
 READ_TIMEOUT = 30.0
 
 
@@ -104,13 +106,13 @@ def download_url(url: str, dest: str | Path, *, progress: bool = True, timeout: 
 
     The bytes go to ``dest.<pid>.<n>.part`` and are moved to ``dest`` only once complete (as many bytes as the
     server's ``Content-Length`` announced), so an interrupted download never leaves a file that could be reused.
-    Raises :class:`UnreachableError` at once when the host cannot be reached (see :func:`unreachable_reason`).
-    The caller checks :func:`icmlm_zoo.cache.is_offline` first.
+    Raises :class:`UnreachableError` at once when offline (:func:`icmlm_zoo.cache.is_offline`) or when the host
+    cannot be reached (:func:`unreachable_reason`).
     """
     import requests  # only a download needs it: importing it would cost every `import icmlm_zoo` ~0.1 s
 
     dest = Path(dest)
-    reason = unreachable_reason(url)
+    reason = OFFLINE_WHY if is_offline() else unreachable_reason(url)
     if reason:
         raise UnreachableError(reason)
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,6 @@ from .cache import (
     cache_root,
     download_path,
     forget_stamp,
-    is_offline,
     pin_path,
     read_pin,
     record_stamp,
@@ -32,7 +31,7 @@ from .convert import convert_checkpoint
 from .download import UnreachableError, download_url
 from .errors import ConversionError, PinError, WeightsIntegrityError
 from .manifest import UNVERIFIED_LABEL, WeightEntry
-from .ways_out import OFFLINE_WHY, original_unreachable
+from .ways_out import original_unreachable
 
 RECORD = "integrity.json"
 
@@ -156,8 +155,6 @@ def _original(entry: WeightEntry, expected: str | None, how: str, progress: bool
         _say(str(_mismatch(entry, url, digest, expected, how, cached=True)) + " Downloading it again.")
         forget_stamp(original)
         original.unlink(missing_ok=True)
-    if is_offline():
-        raise original_unreachable(entry, OFFLINE_WHY)
     try:
         digest = download_url(url, original, progress=progress)
     except UnreachableError as e:

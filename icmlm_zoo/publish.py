@@ -13,8 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from huggingface_hub import CommitOperationAdd, HfApi
+from huggingface_hub.errors import HfHubHTTPError
+
 from . import manifest as _manifest
 from .cache import sha256_file
+from .card import card_for_upload
 from .convert import WEIGHT_FOLDER_FILES
 from .errors import IcmlmZooError
 from .manifest import MANIFEST_ENV, PREPROCESSING_KEYS, Manifest, load_manifest
@@ -75,8 +79,6 @@ def plan_upload(folder: str | Path) -> UploadPlan:
 def _hub_errors() -> tuple[type[BaseException], ...]:
     """What a failed Hub call raises: HfHubHTTPError, OSError, and the HTTP client's own HTTPError (requests or
     httpx, depending on the huggingface_hub version)."""
-    from huggingface_hub.errors import HfHubHTTPError
-
     return (OSError, HfHubHTTPError) + tuple(b for b in HfHubHTTPError.__mro__ if b.__name__ == "HTTPError")
 
 
@@ -135,10 +137,6 @@ def publish_folder(
     written to ``manifest_path`` (a new file starts from the manifest in use), else to
     :func:`default_manifest_target`; with neither it is only printed. Returns the entry and the file written.
     """
-    from huggingface_hub import CommitOperationAdd, HfApi
-
-    from .card import card_for_upload
-
     plan = plan_upload(folder)
     meta = plan.config.get("icmlm", {})
     model, tag = model or meta.get("model"), tag or meta.get("tag")

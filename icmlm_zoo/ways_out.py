@@ -4,10 +4,11 @@ from __future__ import annotations
 from huggingface_hub import constants as hf_constants
 
 from .cache import CACHE_ENV, cache_root, download_path
+from .download import OFFLINE_WHY
 from .errors import WeightsUnreachableError
 from .manifest import WeightEntry
 
-OFFLINE_WHY = "HF_HUB_OFFLINE is set: no download is attempted"
+__all__ = ["OFFLINE_WHY", "hub_unreachable", "original_unreachable"]
 
 
 def original_unreachable(entry: WeightEntry, why: str) -> WeightsUnreachableError:

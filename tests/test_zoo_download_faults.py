@@ -11,13 +11,20 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+from zoo_helpers import (
+    assert_same_weights,
+    convertible_entry,
+    naver_checkpoint,
+    published_entry,
+    safetensors_bytes,
+    tiny_state_dict,
+    write_manifest,
+)
 
 import icmlm_zoo
 from icmlm_zoo.cli import main as zoo_main
 from icmlm_zoo.errors import IcmlmZooError, WeightsIntegrityError
 from icmlm_zoo.manifest import validate_manifest
-from zoo_helpers import (assert_same_weights, convertible_entry, naver_checkpoint, published_entry,
-                         safetensors_bytes, tiny_state_dict, write_manifest)
 
 HUB_NAME = "icmlm_resnet_tiny.hubtest"
 ORIG_NAME = "icmlm_resnet_tiny.orig"
