@@ -13,6 +13,12 @@ import time
 from pathlib import Path
 
 CACHE_ENV = "ICMLM_ZOO_CACHE"
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def is_offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` is set to 1/true/yes/on (any case), read now: no download is to be tried."""
+    return (os.environ.get("HF_HUB_OFFLINE") or "").strip().lower() in _TRUE
 
 
 def cache_root() -> Path:

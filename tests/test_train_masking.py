@@ -4,8 +4,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from train_fixtures import text_side  # noqa: F401
-
 from icmlm_zoo.training.masking import IGNORE, CaptionMasker, SampleSkipped
 
 CAPTIONS = ["two giraffes grazing near a small red barn", "a skateboarder does a kickflip over the stairs",
@@ -154,7 +152,7 @@ def test_together_class_masks_the_chosen_words_class_in_a_share_of_the_captions(
 
 
 def test_word_groups_file_and_the_errors_that_say_what_to_do(tmp_path):
-    from icmlm_zoo.training.config import ConfigError, DEFAULTS, merge, validate
+    from icmlm_zoo.training.config import DEFAULTS, ConfigError, merge, validate
     from icmlm_zoo.training.tags import load_word_groups, masking_groups
     f = tmp_path / "groups.tsv"
     f.write_text("# word\tclass\nRed\tcolour\nblue\tcolour\ndog\tanimal\n", encoding="utf-8")
@@ -170,3 +168,15 @@ def test_word_groups_file_and_the_errors_that_say_what_to_do(tmp_path):
     with pytest.raises(ConfigError, match="masking.groups_file"):
         validate(cfg)
     validate(merge(cfg, {"masking": {"groups_file": str(f)}}))
+
+
+def test_a_groups_or_tag_file_that_is_not_utf8_is_an_error_naming_it(tmp_path):
+    from icmlm_zoo.training.tags import load_tag_pos, load_tags, load_word_groups
+    f = tmp_path / "groups-latin1.tsv"
+    f.write_bytes("rouge\tcouleur\nbleu\tcouleur\ncarré\tforme\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"masking.groups_file .*groups-latin1.tsv is not UTF-8 text") as e:
+        load_word_groups(f)
+    assert "\n" not in str(e.value)
+    for read in (load_tags, load_tag_pos):
+        with pytest.raises(ValueError, match=r"tag file .*groups-latin1.tsv is not UTF-8 text"):
+            read(f)
