@@ -8,8 +8,7 @@ import csv
 import pytest
 import torch
 from PIL import Image
-
-from train_fixtures import tag_file, text_side, tiny_args  # noqa: F401
+from train_fixtures import tiny_args
 
 import icmlm_zoo
 from icmlm_zoo.analysis import cli as eval_cli

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
-from train_fixtures import read_metrics, tag_file, text_side, tiny_args  # noqa: F401
+from train_fixtures import read_metrics, tiny_args
 
 from icmlm_zoo.training.data.synthetic import SyntheticScenes, write_jsonl
 
