@@ -151,3 +151,48 @@ def test_one_epoch_curves_show_the_chance_line_and_the_whole_run(tmp_path):
     assert chance.get_linestyle() == "--" and list(chance.get_ydata()) == [0.125, 0.125]
     for name in ("val visual-word top-1", "val image-use gap", "val masked-word top-1"):
         assert lines[name].get_marker() == "o" and len(lines[name].get_xdata()) == 1
+
+
+def test_train_help_shows_the_train_options_in_its_first_lines(capsys):
+    with pytest.raises(SystemExit):
+        train_cli.main(["-h"])
+    head = "\n".join(capsys.readouterr().out.splitlines()[:8])
+    for option in ("--preset", "--config", "--set", "--out", "--resume", "--list-presets", "icmlm-train train -h"):
+        assert option in head, option
+
+
+# as the console script runs: argv[0] names the tool; reports whether torch was imported by the package itself
+# (import icmlm_zoo) and after -h / --version
+_PROBE = """
+import json, sys, time
+tool, module, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
+sys.argv = [tool] + argv
+t0 = time.perf_counter()
+import icmlm_zoo
+package = "torch" in sys.modules
+code = None
+try:
+    __import__(module, fromlist=["main"]).main(argv)
+except SystemExit as e:
+    code = e.code
+print(json.dumps({"code": code, "package": package, "torch": "torch" in sys.modules,
+                  "seconds": time.perf_counter() - t0}), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("tool,module", [("icmlm-train", "icmlm_zoo.training.cli"),
+                                         ("icmlm-eval", "icmlm_zoo.analysis.cli")])
+@pytest.mark.parametrize("flag", ["--version", "-h"])
+def test_version_and_help_answer_without_importing_torch(tool, module, flag, tmp_path):
+    import json
+    import subprocess
+    import sys
+    script = tmp_path / tool
+    script.write_text(_PROBE)
+    res = subprocess.run([sys.executable, str(script), tool, module, flag], capture_output=True, text=True,
+                         timeout=300)
+    report = json.loads(res.stderr.strip().splitlines()[-1])
+    assert report["code"] == 0 and res.stdout.startswith(f"{tool} " if flag == "--version" else f"usage: {tool}")
+    if report["package"]:
+        pytest.skip("import icmlm_zoo itself imports torch on this branch (the core's part of issue 20 item 6)")
+    assert not report["torch"], report

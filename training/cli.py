@@ -53,7 +53,10 @@ def _config_args(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``icmlm-train`` parser: one subparser per job; ``train`` is used when no subcommand is given."""
-    parser = argparse.ArgumentParser(prog="icmlm-train", formatter_class=HelpFormatter, description=__doc__)
+    usage = ("%(prog)s [train] [--preset NAME | --config FILE] [--set KEY=VALUE ...] [--out RUN] [--resume]\n"
+             "       %(prog)s {export,build-tags,plot} ...\n       %(prog)s -h | --version")
+    parser = argparse.ArgumentParser(prog="icmlm-train", formatter_class=HelpFormatter, description=__doc__,
+                                     usage=usage)
     add_version(parser)
     sub = parser.add_subparsers(dest="command", metavar="{train,export,build-tags,plot}",
                                 help="what to do (default: train)")
