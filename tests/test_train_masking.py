@@ -17,7 +17,7 @@ def masker(text_side):
 
 
 def _words_of_masked(tok, m):
-    pieces = [tok.convert_ids_to_tokens(l) for l in m.labels if l != IGNORE]
+    pieces = [tok.convert_ids_to_tokens(lab) for lab in m.labels if lab != IGNORE]
     return "".join(p[2:] if p.startswith("##") else " " + p for p in pieces).split()
 
 
@@ -30,11 +30,11 @@ def test_only_tag_wordpieces_are_masked_and_labels_align(text_side, masker):
             m = masker(cap, rng)
             assert len(m.input_ids) == len(m.labels) == len(original)
             assert len(m.masked_words) == 1 and m.masked_words[0] in TAGS
-            for i, (x, l, o) in enumerate(zip(m.input_ids, m.labels, original)):
-                if l == IGNORE:
+            for i, (x, lab, o) in enumerate(zip(m.input_ids, m.labels, original)):
+                if lab == IGNORE:
                     assert x == o  # unmasked positions untouched
                 else:
-                    assert x == tok.mask_token_id and l == o  # label = the original token
+                    assert x == tok.mask_token_id and lab == o  # label = the original token
             assert _words_of_masked(tok, m) == m.masked_words  # whole word, every wordpiece
 
 
@@ -42,7 +42,7 @@ def test_multi_piece_word_is_fully_masked(text_side, masker):
     tok = text_side.tokenizer
     assert len(tok.tokenize("kickflip")) > 1
     m = CaptionMasker(tok, ["kickflip"], max_length=40)(CAPTIONS[1], np.random.default_rng(1))
-    assert sum(l != IGNORE for l in m.labels) == len(tok.tokenize("kickflip"))
+    assert sum(lab != IGNORE for lab in m.labels) == len(tok.tokenize("kickflip"))
 
 
 def test_choice_is_fresh_each_time_and_k(text_side, masker):
@@ -86,7 +86,7 @@ def test_random_bert_style_masking(text_side):
     special = set(tok.all_special_ids)
     for _ in range(200):
         m = masker(CAPTIONS[0], rng)
-        sel = [i for i, l in enumerate(m.labels) if l != IGNORE]
+        sel = [i for i, lab in enumerate(m.labels) if lab != IGNORE]
         assert sel and all(m.labels[i] not in special for i in sel)
         n_sel += len(sel)
         n_tok += len(m.labels) - 2
@@ -102,7 +102,7 @@ def test_every_occurrence_of_the_chosen_word_is_masked(text_side):
     m = masker("a dog chases another dog", np.random.default_rng(0))
     assert m.masked_words == ["dog"]
     assert tok.convert_tokens_to_ids("dog") not in m.input_ids
-    assert sum(l != IGNORE for l in m.labels) == 2 * len(tok.tokenize("dog"))
+    assert sum(lab != IGNORE for lab in m.labels) == 2 * len(tok.tokenize("dog"))
     # a word whose second occurrence is cut by truncation is not a candidate (its answer would be unmaskable)
     short = CaptionMasker(tok, ["dog", "cat"], max_length=8)
     for seed in range(10):

@@ -8,6 +8,8 @@ from pathlib import Path
 from icmlm_zoo.cli_support import MissingExtraError, require_extras
 
 __all__ = ["read_metrics", "build_figure", "plot_metrics", "plot_run", "plot_run_quietly"]
+# matplotlib (the [train] extra) is imported where a figure is drawn: reading metrics and a run's end without it
+# stay possible (a one-line note instead of the PNG).
 
 # (column, label) per panel; a series is drawn when its column has a value in some row of that split.
 LOSS = [("loss", "loss")]

@@ -214,7 +214,7 @@ def read_captions(path: str | Path) -> Iterator[str]:
         else:
             raise ValueError(f"{path}: unknown JSON layout (expected COCO captions or VG region descriptions)")
     elif suffix in (".jsonl", ".csv", ".tsv"):
-        from .data.pairs import read_pairs
+        from .data.pairs import read_pairs  # here: the same import cycle as above
         for _, caption, _ in read_pairs(path):
             yield caption
     else:
