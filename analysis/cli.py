@@ -30,6 +30,11 @@ NEEDS = {"voc07": [("eval", ["sklearn"])], "linear": [], "compare": [("eval", ["
          "fidelity": [("train", ["transformers", "yaml", "spacy"]), ("eval", ["sklearn"])]}
 
 
+# binding_diagnosis.MASK_SETS, written out: importing that module for the parser would import numpy, and -h and
+# --version answer without it (tests/test_cli_help.py checks the two agree)
+MASK_SETS = ("single", "binding", "mix")
+
+
 def resolve_device(device: str) -> str:
     """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; other values pass through (checked by torch)."""
     import torch
@@ -139,8 +144,6 @@ def _add_run_commands(add) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the scenes and of the masked words")
     p.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N")
     add_output_args(p, "grounding.json and grounding.md", "RUN/eval/grounding")
-
-    from .binding_diagnosis import MASK_SETS
 
     p = add("binding-diagnosis", "where binding is lost: what the frozen text state and the trunk's cells can tell, "
             "and what fresh fusion heads learn on the run's frozen features from single, every-colour and mixed "

@@ -196,3 +196,8 @@ def test_version_and_help_answer_without_importing_torch(tool, module, flag, tmp
     if report["package"]:
         pytest.skip("import icmlm_zoo itself imports torch on this branch (the core's part of issue 20 item 6)")
     assert not report["torch"], report
+
+
+def test_eval_parser_mask_sets_are_the_diagnosis_ones():
+    from icmlm_zoo.analysis.binding_diagnosis import MASK_SETS
+    assert eval_cli.MASK_SETS == MASK_SETS
