@@ -18,6 +18,8 @@ from pathlib import Path
 
 from icmlm_zoo.cli_support import HelpFormatter, MissingExtraError, add_version, require_extras
 from icmlm_zoo.errors import IcmlmZooError
+from icmlm_zoo.evaluation.heartbeat import Heartbeat
+from icmlm_zoo.evaluation.outputs import add_output_args, prepare_output
 
 # optional modules each command needs, checked before any model is loaded: (extra, modules)
 NEEDS = {"voc07": [("eval", ["sklearn"])], "linear": [], "compare": [("eval", ["sklearn", "matplotlib"])],
@@ -26,6 +28,11 @@ NEEDS = {"voc07": [("eval", ["sklearn"])], "linear": [], "compare": [("eval", ["
          "grounding": [("train", ["transformers", "yaml"])],
          "binding-diagnosis": [("train", ["transformers", "yaml"]), ("eval", ["sklearn"])],
          "fidelity": [("train", ["transformers", "yaml", "spacy"]), ("eval", ["sklearn"])]}
+
+
+# binding_diagnosis.MASK_SETS, written out: importing that module for the parser would import numpy, and -h and
+# --version answer without it (tests/test_cli_help.py checks the two agree)
+MASK_SETS = ("single", "binding", "mix")
 
 
 def resolve_device(device: str) -> str:
@@ -79,7 +86,7 @@ def _add_backbone_commands(add) -> None:
     p.add_argument("--costs", type=float, nargs="+", default=None,
                    help="SVM costs swept per class by 3-fold CV (default: the paper's sweep)")
     p.add_argument("--cache-dir", default=None, help="feature cache folder (default: OUT/cache)")
-    p.add_argument("--out", default="eval_results/voc07", help="folder for voc07.json and voc07.md")
+    add_output_args(p, "voc07.json and voc07.md", "eval_results/MODEL/voc07, or RUN/eval/voc07")
 
     p = add("linear", "linear probe on an ImageFolder (top-1/top-5), resumable")
     _model_args(p)
@@ -89,7 +96,7 @@ def _add_backbone_commands(add) -> None:
     p.add_argument("--lr", type=float, default=0.1, help="SGD learning rate of the linear layer")
     p.add_argument("--weight-decay", type=float, default=0.0, help="SGD weight decay of the linear layer")
     p.add_argument("--resume", action="store_true", help="continue from OUT/linear_probe.pt")
-    p.add_argument("--out", default="eval_results/linear", help="folder for the checkpoint and linear_probe.json/.md")
+    add_output_args(p, "the checkpoint and linear_probe.json/.md", "eval_results/MODEL/linear, or RUN/eval/linear")
 
     p = add("compare", "held-out probes (+ pointing game for runs) for several checkpoints in one table and "
             "one figure; needs the [eval] extra", aliases=["probes"])
@@ -105,7 +112,7 @@ def _add_backbone_commands(add) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
     p.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated scenes and the probes")
-    p.add_argument("--out", default="eval_results/compare", help="folder for compare.json/.md and compare.png")
+    add_output_args(p, "compare.json/.md and compare.png", "eval_results/LABEL+LABEL...-HASH/compare")
 
 
 def _add_run_commands(add) -> None:
@@ -117,16 +124,17 @@ def _add_run_commands(add) -> None:
     p.add_argument("--image-size", type=int, default=None, help="scene size (default: the run's input size)")
     p.add_argument("--tolerance", type=float, default=0.0, help="grow boxes by this many pixels")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated scenes")
-    p.add_argument("--out", default="eval_results/pointing", help="folder for pointing.json and pointing.md")
+    add_output_args(p, "pointing.json and pointing.md", "RUN/eval/pointing")
 
     p = add("attention", "PNG attention heatmaps + top-5 words for each [MASK] in a caption; needs the "
             "[train] and [eval] extras")
     p.add_argument("--run", required=True, help="icmlm-train run folder")
     p.add_argument("--image", required=True, help="an image file (any size; shown whole, resized to the run's input)")
-    p.add_argument("--caption", required=True, help='a caption with one or more [MASK] words, e.g. "a man rides a [MASK]"')
+    p.add_argument("--caption", required=True,
+                   help='a caption with one or more [MASK] words, e.g. "a man rides a [MASK]"')
     p.add_argument("--checkpoint", default="last", help="'last', a step number or a checkpoint file")
     p.add_argument("--topk", type=int, default=5, help="predicted words listed per [MASK]")
-    p.add_argument("--out", default="eval_results/attention", help="folder for the PNGs and the JSON")
+    add_output_args(p, "the PNGs and the JSON", "RUN/eval/attention")
 
     p = add("grounding", "does a run's masked-word head read the image? visual-word top-1, binding and pointing on "
             "held-out scenes, each next to the same with shuffled images and to chance; needs the [train] extra")
@@ -135,9 +143,7 @@ def _add_run_commands(add) -> None:
     p.add_argument("--num-scenes", type=int, default=400, help="held-out generated scenes")
     p.add_argument("--seed", type=int, default=0, help="seed of the scenes and of the masked words")
     p.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N")
-    p.add_argument("--out", default="eval_results/grounding", help="folder for grounding.json and grounding.md")
-
-    from .binding_diagnosis import MASK_SETS
+    add_output_args(p, "grounding.json and grounding.md", "RUN/eval/grounding")
 
     p = add("binding-diagnosis", "where binding is lost: what the frozen text state and the trunk's cells can tell, "
             "and what fresh fusion heads learn on the run's frozen features from single, every-colour and mixed "
@@ -159,7 +165,7 @@ def _add_run_commands(add) -> None:
                    help="start the heads from the run's trained head instead of a random init")
     p.add_argument("--quick", action="store_true", help="a smoke run of about a minute (tiny sets, 10 steps)")
     p.add_argument("--device", default="auto", help="where the frozen features are computed (heads train on CPU)")
-    p.add_argument("--out", default="eval_results/binding_diagnosis", help="folder for the JSON and markdown")
+    add_output_args(p, "the JSON and markdown", "RUN/eval/binding_diagnosis")
 
     p = add("fidelity", "the fidelity experiment: trains TP, ICMLM att-fc/tfm (+TP) and att-fc without TP on the "
             "embedded scenes over several seeds and scores their frozen backbones and heads; needs [train,eval]")
@@ -177,7 +183,10 @@ def main(argv: list[str] | None = None) -> int:
             require_extras(f"icmlm-eval {args.command}", [extra], modules)
         if hasattr(args, "device"):
             args.device = resolve_device(args.device)
-        return _dispatch(args)
+        if args.command != "fidelity":  # fidelity's --out is its own resumable folder
+            prepare_output(args.command, args)
+        with Heartbeat(f"icmlm-eval {args.command}"):
+            return _dispatch(args)
     except (FileNotFoundError, FileExistsError, ValueError, RuntimeError, IcmlmZooError, MissingExtraError) as exc:
         print(f"icmlm-eval {args.command}: error: {exc}", file=sys.stderr)
         return 2

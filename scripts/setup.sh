@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One-command set-up: a virtual environment in .venv with icmlm-zoo and every optional tool installed.
+# One-command set-up: a virtual environment in .venv with icmlm-zoo and every optional tool installed: the [dev]
+# extra brings [train,eval] and [demo] (the offline demo's pinned text assets, docs/assets.md) plus the test tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}

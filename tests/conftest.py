@@ -28,6 +28,9 @@ os.environ.pop("ICMLM_ZOO_HUB_ENDPOINT", None)
 
 import pytest  # noqa: E402
 
+# the training fixtures (the real MiniLM, a tag file) for every test module, without importing them by name
+pytest_plugins = ["train_fixtures"]
+
 
 @pytest.fixture(scope="session")
 def fake_hub() -> FakeHub:

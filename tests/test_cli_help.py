@@ -8,8 +8,7 @@ import csv
 import pytest
 import torch
 from PIL import Image
-
-from train_fixtures import tag_file, text_side, tiny_args  # noqa: F401
+from train_fixtures import tiny_args
 
 import icmlm_zoo
 from icmlm_zoo.analysis import cli as eval_cli
@@ -49,8 +48,10 @@ def test_every_command_has_complete_help(tool, path, parser, capsys):
             continue
         name = action.option_strings[0] if action.option_strings else action.dest
         assert action.help and action.help.strip(), f"{tool} {' '.join(path)}: {name} has no help text"
-        if action.option_strings and action.default not in (None, False, []) and action.default is not argparse.SUPPRESS:
-            assert f"(default: {action.default}" in " ".join(out.split()), f"{tool} {' '.join(path)}: {name} default not shown"
+        shown = action.default not in (None, False, []) and action.default is not argparse.SUPPRESS
+        if action.option_strings and shown:
+            assert f"(default: {action.default}" in " ".join(out.split()), \
+                f"{tool} {' '.join(path)}: {name} default not shown"
 
 
 @pytest.mark.parametrize("tool", list(TOOLS))
@@ -96,7 +97,8 @@ def test_eval_user_mistake_is_one_line(tmp_path, capsys):
 def _metrics(path, gap: bool) -> None:
     cols = ["step", "epoch", "split", "loss", "top1", "visual_top1", "visual_top1_shuffled", "image_use_gap"]
     rows = [[s, 0, "train", 5.0 - 0.3 * s, 0.05 * s, "", "", ""] for s in range(1, 9)]
-    rows += [[4, 0, "val", 4.2, 0.2, 0.5, 0.3, 0.2 if gap else ""], [8, 0, "val", 3.9, 0.3, 0.6, 0.3, 0.3 if gap else ""]]
+    rows += [[4, 0, "val", 4.2, 0.2, 0.5, 0.3, 0.2 if gap else ""],
+             [8, 0, "val", 3.9, 0.3, 0.6, 0.3, 0.3 if gap else ""]]
     rows += [[8, 0, "train", 2.5, 0.4, "", "", ""]]  # a step logged twice (resumed run): the last row counts
     with path.open("w", newline="") as f:
         csv.writer(f).writerows([cols] + rows)
@@ -126,3 +128,76 @@ def test_a_run_ends_with_its_curve_png(tmp_path, tag_file, text_side, capsys):
     assert f"training curves: {run / 'curves.png'}" in capsys.readouterr().out
     with Image.open(run / "curves.png") as im:
         assert im.format == "PNG" and im.size[0] > 500
+
+
+def test_one_epoch_curves_show_the_chance_line_and_the_whole_run(tmp_path):
+    """A run evaluated once (at its end, step 20): every panel spans steps 0-20, a constant chance level is a
+    visible dashed line across its panel, and a one-point series has a marker."""
+    from icmlm_zoo.training.curves import build_figure, read_metrics
+    cols = ["step", "split", "loss", "top1", "visual_top1", "visual_top1_shuffled", "visual_chance", "image_use_gap"]
+    rows = [[s, "train", 5.0 - 0.1 * s, 0.02 * s, "", "", "", ""] for s in range(1, 21)]
+    rows += [[20, "val", 3.1, 0.4, 0.55, 0.3, 0.125, 0.25]]
+    with (tmp_path / "metrics.csv").open("w", newline="") as f:
+        csv.writer(f).writerows([cols] + rows)
+    fig = build_figure(read_metrics(tmp_path / "metrics.csv"))
+    axes = [ax for ax in fig.axes if ax.axison]
+    assert len(axes) == 3  # loss, accuracy, image-use gap
+    for ax in axes:
+        lo, hi = ax.get_xlim()
+        assert lo <= 0 and 20 <= hi < 25, (ax.get_ylabel(), lo, hi)
+    lines = {ln.get_label(): ln for ax in axes for ln in ax.get_lines()}
+    chance = lines["val visual-word chance"]
+    assert list(chance.get_xdata()) == [0, 1]  # in axes fractions: across the whole panel
+    assert chance.get_linestyle() == "--" and list(chance.get_ydata()) == [0.125, 0.125]
+    for name in ("val visual-word top-1", "val image-use gap", "val masked-word top-1"):
+        assert lines[name].get_marker() == "o" and len(lines[name].get_xdata()) == 1
+
+
+def test_train_help_shows_the_train_options_in_its_first_lines(capsys):
+    with pytest.raises(SystemExit):
+        train_cli.main(["-h"])
+    head = "\n".join(capsys.readouterr().out.splitlines()[:8])
+    for option in ("--preset", "--config", "--set", "--out", "--resume", "--list-presets", "icmlm-train train -h"):
+        assert option in head, option
+
+
+# as the console script runs: argv[0] names the tool; reports whether torch was imported by the package itself
+# (import icmlm_zoo) and after -h / --version
+_PROBE = """
+import json, sys, time
+tool, module, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
+sys.argv = [tool] + argv
+t0 = time.perf_counter()
+import icmlm_zoo
+package = "torch" in sys.modules
+code = None
+try:
+    __import__(module, fromlist=["main"]).main(argv)
+except SystemExit as e:
+    code = e.code
+print(json.dumps({"code": code, "package": package, "torch": "torch" in sys.modules,
+                  "seconds": time.perf_counter() - t0}), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("tool,module", [("icmlm-train", "icmlm_zoo.training.cli"),
+                                         ("icmlm-eval", "icmlm_zoo.analysis.cli")])
+@pytest.mark.parametrize("flag", ["--version", "-h"])
+def test_version_and_help_answer_without_importing_torch(tool, module, flag, tmp_path):
+    import json
+    import subprocess
+    import sys
+    script = tmp_path / tool
+    script.write_text(_PROBE)
+    res = subprocess.run([sys.executable, str(script), tool, module, flag], capture_output=True, text=True,
+                         timeout=300)
+    report = json.loads(res.stderr.strip().splitlines()[-1])
+    assert report["code"] == 0 and res.stdout.startswith(f"{tool} " if flag == "--version" else f"usage: {tool}")
+    if report["package"]:
+        pytest.skip("import icmlm_zoo itself imports torch on this branch (the core's part of issue 20 item 6)")
+    assert not report["torch"], report
+
+
+def test_eval_parser_mask_sets_are_the_diagnosis_ones():
+    from icmlm_zoo.analysis.binding_diagnosis import MASK_SETS
+    assert eval_cli.MASK_SETS == MASK_SETS

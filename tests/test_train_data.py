@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
-from train_fixtures import read_metrics, tag_file, text_side, tiny_args  # noqa: F401
+from train_fixtures import read_metrics, tiny_args
 
 from icmlm_zoo.training.data.synthetic import SyntheticScenes, write_jsonl
 
@@ -148,7 +147,8 @@ def test_coco_and_visual_genome_sources(tmp_path):
     coco = CocoCaptions(tmp_path / "caps.json", img_dir, tmp_path / "inst.json")
     assert len(coco) == 3 and coco.caption(2) == "a brown dog"
     assert coco.record(0).labels == ["couch", "dog"] and coco.label_names() == ["cat", "dog", "couch"]
-    vg = [{"id": 1, "regions": [{"phrase": "white dog", "width": 5, "height": 5}, {"phrase": "tiny", "width": 1, "height": 1}]}]
+    vg = [{"id": 1, "regions": [{"phrase": "white dog", "width": 5, "height": 5},
+                                {"phrase": "tiny", "width": 1, "height": 1}]}]
     meta = [{"image_id": 1, "url": "https://x/VG_100K/000000000001.jpg", "width": 20, "height": 20}]
     (tmp_path / "regions.json").write_text(json.dumps(vg))
     (tmp_path / "image_data.json").write_text(json.dumps(meta))

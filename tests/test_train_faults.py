@@ -10,8 +10,7 @@ import shutil
 
 import pytest
 import torch
-
-from train_fixtures import read_metrics, tag_file, text_side, tiny_args  # noqa: F401
+from train_fixtures import read_metrics, tiny_args
 
 from icmlm_zoo.training import checkpoint as ckpt
 from icmlm_zoo.training.cli import main
@@ -198,3 +197,110 @@ def test_non_utf8_rows_are_skipped_and_counted_with_file_and_line(tmp_path, kind
                                                         for i in range(len(src))])
     assert batch["n"] == 2 and batch["errors"] == {"bad_row": len(src) - 2}
     assert any(f"{f}:" in d for d in batch["error_details"])
+
+
+# --- issue 20: --set order, Ctrl-C, short runs of broken samples, missing shards ---------------------------------
+
+def test_a_later_set_value_wins_and_every_value_is_validated(capsys):
+    base = ["--preset", "demo", "--print-config"]
+    assert main([*base, "--set", "optim.lr=0.1", "train.batch_size=2", "--set", "train.batch_size=3"]) == 0
+    out = capsys.readouterr().out
+    assert "batch_size: 3" in out and "lr: 0.1" in out
+    assert main([*base, "train.batch_size=5", "--set", "train.batch_size=6"]) == 0  # bare KEY=VALUE words too
+    assert "batch_size: 6" in capsys.readouterr().out
+    assert main([*base, "--set", "train.epochs=1", "train.batch_size=2", "--set", "train.batch_size=-1"]) == 2
+    assert "train.batch_size=-1 is not valid" in capsys.readouterr().err
+    # a value that a later one replaces is still checked: nothing a user typed is silently dropped
+    assert main([*base, "--set", "train.batch_size=abc", "--set", "train.batch_size=4"]) == 2
+    assert "train.batch_size='abc' is not valid" in capsys.readouterr().err
+
+
+def test_ctrl_c_says_where_it_stopped_and_how_to_continue(tmp_path, tag_file, monkeypatch, capsys):
+    from icmlm_zoo.training import trainer
+    run = tmp_path / "run"
+    after_step = trainer._Loop._after_step
+
+    def interrupted_at_step_6(self):
+        if self.state.step == 6:  # checkpoints at 4 and 8: two steps after the last checkpoint
+            raise KeyboardInterrupt
+        return after_step(self)
+
+    monkeypatch.setattr(trainer._Loop, "_after_step", interrupted_at_step_6)
+    assert main(_args(tag_file, run)) == 130
+    err = capsys.readouterr().err
+    assert f"stopped at step 4; continue with `icmlm-train --resume --out {run}`" in err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    monkeypatch.setattr(trainer._Loop, "_after_step", after_step)
+    assert main(["--out", str(run), "--resume"]) == 0
+    assert ckpt.load_checkpoint(ckpt.resolve_checkpoint(run))["step"] == 8
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_sigint_mid_run_exits_130_without_a_traceback(tmp_path, tag_file):
+    import signal
+    import subprocess
+    import sys
+    import time
+    run = tmp_path / "run"
+    code = "import sys; from icmlm_zoo.training.cli import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.Popen([sys.executable, "-c", code, *_args(tag_file, run, steps=4000)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not ckpt.list_checkpoints(run / "checkpoints") and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err, err[-2000:]
+    assert f"; continue with `icmlm-train --resume --out {run}`" in err and "stopped at step " in err
+
+
+def _broken_pairs(tmp_path, good: int, bad: int):
+    from PIL import Image
+    Image.new("RGB", (32, 32), (200, 10, 10)).save(tmp_path / "red.png")
+    rows = [{"image": "red.png", "caption": "a small red circle"}] * good
+    rows += [{"image": f"missing-{i}.png", "caption": "a small red circle"} for i in range(bad)]
+    f = tmp_path / "pairs.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return f
+
+
+@pytest.mark.timeout(300)
+def test_a_short_run_of_mostly_broken_samples_is_judged_at_its_end(tmp_path, tag_file, capsys):
+    pairs = _broken_pairs(tmp_path, good=2, bad=18)  # 90 % broken, far fewer than run.failure_min_samples
+    run = tmp_path / "run"
+    sets = ["--set", "data.kind=pairs", f"data.pairs.file={pairs}", "eval.at_end=false", "train.max_idle_samples=10000"]
+    # 64 px: a batch holding a single usable sample still has 2x2 feature maps for BatchNorm
+    rc = main(tiny_args(tag_file, "--out", str(run), *sets, steps=2, size=64, images=16))
+    err = capsys.readouterr().err
+    assert rc == 1, err[-2000:]
+    assert "samples failed to load by the end of the run" in err and "run.max_failure_rate=0.05" in err
+
+
+def _wds_args(urls):
+    return ["--set", "data.kind=webdataset", f"data.webdataset.urls={urls}", "data.webdataset.epoch_samples=8",
+            "data.num_workers=0", "eval.at_end=false"]
+
+
+@pytest.mark.timeout(120)  # it used to hang forever
+def test_webdataset_with_every_shard_missing_is_an_error_at_once(tmp_path, tag_file, capsys):
+    run = tmp_path / "run"
+    assert main(_args(tag_file, run, *_wds_args(str(tmp_path / "none-{0..3}.tar")), steps=2)) == 1
+    err = capsys.readouterr().err
+    assert "none of its 4 shard(s) exists" in err and "none-0.tar" in err
+    assert not run.exists()  # a refused start leaves nothing behind
+
+
+@pytest.mark.timeout(300)
+def test_webdataset_with_some_shards_missing_counts_and_names_them(tmp_path, tag_file, caplog):
+    from test_train_data import _shard
+    for s in (0, 2):
+        _shard(tmp_path / f"shard-{s}.tar", 4 * s, 4)
+    run = tmp_path / "run"
+    assert main(_args(tag_file, run, *_wds_args(str(tmp_path / "shard-{0..3}.tar")), steps=2)) == 0
+    assert "2 of 4 shard(s) missing" in caplog.text and "shard-1.tar" in caplog.text

@@ -4,8 +4,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from train_fixtures import text_side  # noqa: F401
-
 from icmlm_zoo.training.masking import IGNORE, CaptionMasker, SampleSkipped
 
 CAPTIONS = ["two giraffes grazing near a small red barn", "a skateboarder does a kickflip over the stairs",
@@ -19,7 +17,7 @@ def masker(text_side):
 
 
 def _words_of_masked(tok, m):
-    pieces = [tok.convert_ids_to_tokens(l) for l in m.labels if l != IGNORE]
+    pieces = [tok.convert_ids_to_tokens(lab) for lab in m.labels if lab != IGNORE]
     return "".join(p[2:] if p.startswith("##") else " " + p for p in pieces).split()
 
 
@@ -32,11 +30,11 @@ def test_only_tag_wordpieces_are_masked_and_labels_align(text_side, masker):
             m = masker(cap, rng)
             assert len(m.input_ids) == len(m.labels) == len(original)
             assert len(m.masked_words) == 1 and m.masked_words[0] in TAGS
-            for i, (x, l, o) in enumerate(zip(m.input_ids, m.labels, original)):
-                if l == IGNORE:
+            for i, (x, lab, o) in enumerate(zip(m.input_ids, m.labels, original)):
+                if lab == IGNORE:
                     assert x == o  # unmasked positions untouched
                 else:
-                    assert x == tok.mask_token_id and l == o  # label = the original token
+                    assert x == tok.mask_token_id and lab == o  # label = the original token
             assert _words_of_masked(tok, m) == m.masked_words  # whole word, every wordpiece
 
 
@@ -44,7 +42,7 @@ def test_multi_piece_word_is_fully_masked(text_side, masker):
     tok = text_side.tokenizer
     assert len(tok.tokenize("kickflip")) > 1
     m = CaptionMasker(tok, ["kickflip"], max_length=40)(CAPTIONS[1], np.random.default_rng(1))
-    assert sum(l != IGNORE for l in m.labels) == len(tok.tokenize("kickflip"))
+    assert sum(lab != IGNORE for lab in m.labels) == len(tok.tokenize("kickflip"))
 
 
 def test_choice_is_fresh_each_time_and_k(text_side, masker):
@@ -88,7 +86,7 @@ def test_random_bert_style_masking(text_side):
     special = set(tok.all_special_ids)
     for _ in range(200):
         m = masker(CAPTIONS[0], rng)
-        sel = [i for i, l in enumerate(m.labels) if l != IGNORE]
+        sel = [i for i, lab in enumerate(m.labels) if lab != IGNORE]
         assert sel and all(m.labels[i] not in special for i in sel)
         n_sel += len(sel)
         n_tok += len(m.labels) - 2
@@ -104,7 +102,7 @@ def test_every_occurrence_of_the_chosen_word_is_masked(text_side):
     m = masker("a dog chases another dog", np.random.default_rng(0))
     assert m.masked_words == ["dog"]
     assert tok.convert_tokens_to_ids("dog") not in m.input_ids
-    assert sum(l != IGNORE for l in m.labels) == 2 * len(tok.tokenize("dog"))
+    assert sum(lab != IGNORE for lab in m.labels) == 2 * len(tok.tokenize("dog"))
     # a word whose second occurrence is cut by truncation is not a candidate (its answer would be unmaskable)
     short = CaptionMasker(tok, ["dog", "cat"], max_length=8)
     for seed in range(10):
@@ -154,7 +152,7 @@ def test_together_class_masks_the_chosen_words_class_in_a_share_of_the_captions(
 
 
 def test_word_groups_file_and_the_errors_that_say_what_to_do(tmp_path):
-    from icmlm_zoo.training.config import ConfigError, DEFAULTS, merge, validate
+    from icmlm_zoo.training.config import DEFAULTS, ConfigError, merge, validate
     from icmlm_zoo.training.tags import load_word_groups, masking_groups
     f = tmp_path / "groups.tsv"
     f.write_text("# word\tclass\nRed\tcolour\nblue\tcolour\ndog\tanimal\n", encoding="utf-8")
@@ -170,3 +168,15 @@ def test_word_groups_file_and_the_errors_that_say_what_to_do(tmp_path):
     with pytest.raises(ConfigError, match="masking.groups_file"):
         validate(cfg)
     validate(merge(cfg, {"masking": {"groups_file": str(f)}}))
+
+
+def test_a_groups_or_tag_file_that_is_not_utf8_is_an_error_naming_it(tmp_path):
+    from icmlm_zoo.training.tags import load_tag_pos, load_tags, load_word_groups
+    f = tmp_path / "groups-latin1.tsv"
+    f.write_bytes("rouge\tcouleur\nbleu\tcouleur\ncarré\tforme\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"masking.groups_file .*groups-latin1.tsv is not UTF-8 text") as e:
+        load_word_groups(f)
+    assert "\n" not in str(e.value)
+    for read in (load_tags, load_tag_pos):
+        with pytest.raises(ValueError, match=r"tag file .*groups-latin1.tsv is not UTF-8 text"):
+            read(f)

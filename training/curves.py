@@ -7,7 +7,9 @@ from pathlib import Path
 
 from icmlm_zoo.cli_support import MissingExtraError, require_extras
 
-__all__ = ["read_metrics", "plot_metrics", "plot_run", "plot_run_quietly"]
+__all__ = ["read_metrics", "build_figure", "plot_metrics", "plot_run", "plot_run_quietly"]
+# matplotlib (the [train] extra) is imported where a figure is drawn: reading metrics and a run's end without it
+# stay possible (a one-line note instead of the PNG).
 
 # (column, label) per panel; a series is drawn when its column has a value in some row of that split.
 LOSS = [("loss", "loss")]
@@ -49,17 +51,30 @@ def read_metrics(path: str | Path) -> dict[str, dict[str, list[tuple[int, float]
     return out
 
 
+def _step_range(metrics: dict) -> tuple[float, float]:
+    """The x-axis every panel shares: from step 0 to the run's last logged step (one point is not a range)."""
+    last = max((st for cols in metrics.values() for pts in cols.values() for st, _ in pts), default=1)
+    return 0.0, float(max(last, 1)) * 1.02
+
+
 def _draw(ax, metrics: dict, series: list[tuple[str, str]], ylabel: str) -> bool:
     drawn = False
     for split, style in (("train", "-"), ("val", "o-")):
         for col, label in series:
             pts = metrics.get(split, {}).get(col)
-            if pts:
-                steps, vals = zip(*pts)
-                ax.plot(steps, vals, "--" if col in BASELINES else style, label=f"{split} {label}", markersize=4,
-                        alpha=0.8 if split == "train" else 1.0)
-                drawn = True
+            if not pts:
+                continue
+            steps, vals = zip(*pts)
+            name = f"{split} {label}"
+            if col in BASELINES and len(set(vals)) == 1:  # a constant level: a dashed line across the panel
+                ax.axhline(vals[0], linestyle="--", color="0.4", linewidth=1.2, label=name)
+            else:
+                one = len(pts) == 1  # a single point stays visible: a line needs two
+                ax.plot(steps, vals, linestyle="--" if col in BASELINES else "-", label=name, markersize=4,
+                        marker="o" if one or style == "o-" else None, alpha=0.8 if split == "train" else 1.0)
+            drawn = True
     if drawn:
+        ax.set_xlim(*_step_range(metrics))
         ax.set_xlabel("optimizer step")
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
@@ -67,10 +82,11 @@ def _draw(ax, metrics: dict, series: list[tuple[str, str]], ylabel: str) -> bool
     return drawn
 
 
-def plot_metrics(metrics: dict, out: str | Path, *, title: str = "") -> Path:
-    """Draw loss, accuracies and (when logged) the image-use gap side by side into the PNG ``out``."""
+def build_figure(metrics: dict, *, title: str = ""):
+    """The curves figure (a matplotlib ``Figure``, not drawn to any screen): loss, accuracies and, when logged,
+    the image-use gap, side by side on one step axis."""
     require_extras("the training-curve plot", ["train"], ["matplotlib"])
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # optional ([train]): only the plot needs it
     from matplotlib.figure import Figure
 
     panels = [(LOSS, "loss"), (ACCURACY, "top-1 accuracy")]
@@ -84,6 +100,12 @@ def plot_metrics(metrics: dict, out: str | Path, *, title: str = "") -> Path:
             ax.text(0.5, 0.5, f"no {ylabel} logged", ha="center", va="center")
     if title:
         fig.suptitle(title)
+    return fig
+
+
+def plot_metrics(metrics: dict, out: str | Path, *, title: str = "") -> Path:
+    """Draw loss, accuracies and (when logged) the image-use gap side by side into the PNG ``out``."""
+    fig = build_figure(metrics, title=title)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)

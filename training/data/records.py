@@ -1,6 +1,7 @@
 """The record every data source yields, and the error type for a sample that cannot be used."""
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,6 @@ def open_image(rec: Record) -> Image.Image:
         if rec.image is not None:
             if isinstance(rec.image, Image.Image):
                 return rec.image.convert("RGB")
-            import io
             img = Image.open(io.BytesIO(rec.image))
         else:
             img = Image.open(rec.image_path)

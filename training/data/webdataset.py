@@ -14,10 +14,18 @@ runs out of shards before its share starts another pass (reshuffled, seed ``(see
 then go through a shuffle buffer of ``shuffle`` samples seeded from ``(seed, epoch, pass, rank, worker)``.
 Every stage is seeded, so an epoch's stream is a function of the seed, the epoch and the rank/worker layout:
 resuming skips the already-consumed batches of the epoch by reading past them and gets the same batches.
+
+Missing shards: local shard files are checked when the stream is made. None there is an error at once; some
+missing are counted and named in a warning, and the stream reads the others. A shard that cannot be opened while
+reading (a remote URL) becomes one failed sample (reason ``shard_unreadable``, counted by the trainer's guards); a
+pass in which every shard failed is an error instead of an endless run of empty epochs.
 """
 from __future__ import annotations
 
+import logging
+import re
 import zlib
+from pathlib import Path
 from typing import Any, Iterator
 
 import torch
@@ -25,7 +33,40 @@ import torch
 from .dataset import SampleBuilder
 from .records import Record
 
-__all__ = ["WebDatasetStream"]
+__all__ = ["WebDatasetStream", "MissingShardsError", "check_local_shards"]
+# webdataset is an optional extra ([train]): imported where the stream is made, so that importing the data
+# package does not need it.
+
+log = logging.getLogger("icmlm-train")
+_SCHEME = re.compile(r"^[A-Za-z][\w+.-]+:")  # http:, s3:, pipe:, ... (not a one-letter Windows drive)
+
+
+class MissingShardsError(FileNotFoundError):
+    """No shard of ``data.webdataset.urls`` exists."""
+
+
+def _local_path(url: str) -> Path | None:
+    """The file a shard URL names, or None for a remote one (a URL scheme other than ``file:``)."""
+    if url.startswith("file:"):
+        return Path(url[len("file:"):])
+    return None if _SCHEME.match(url) else Path(url)
+
+
+def check_local_shards(urls: list[str], pattern: str) -> list[str]:
+    """The shards to read: every remote URL, and the local files that exist. Raises :class:`MissingShardsError`
+    when none is left; otherwise logs how many local shards are missing, naming the first ones."""
+    missing = [u for u in urls if (p := _local_path(u)) is not None and not p.is_file()]
+    if not missing:
+        return list(urls)
+    gone = set(missing)
+    keep = [u for u in urls if u not in gone]
+    shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+    if not keep:
+        raise MissingShardsError(f"data.webdataset.urls={pattern!r}: none of its {len(urls)} shard(s) exists "
+                                 f"({shown}); check the folder and the {{000..099}} range")
+    log.warning("data.webdataset.urls: %d of %d shard(s) missing (%s); reading the other %d", len(missing),
+                len(urls), shown, len(keep))
+    return keep
 
 
 class WebDatasetStream(torch.utils.data.IterableDataset):
@@ -34,10 +75,14 @@ class WebDatasetStream(torch.utils.data.IterableDataset):
                  resampled: bool = False, image_keys: str = "jpg;jpeg;png;webp",
                  caption_keys: str = "txt;caption") -> None:
         try:
-            import webdataset  # noqa: F401
+            import webdataset as wds
         except ImportError as e:
-            raise RuntimeError("data.kind=webdataset needs the webdataset package: pip install 'icmlm-zoo[train]'") from e
-        self.urls, self.builder = urls, builder
+            raise RuntimeError("data.kind=webdataset needs the webdataset package: "
+                               "pip install 'icmlm-zoo[train]'") from e
+        expanded = wds.shardlists.expand_source(urls)
+        self.urls = check_local_shards(expanded, urls if isinstance(urls, str) else f"{len(expanded)} urls")
+        self.missing_shards = len(expanded) - len(self.urls)
+        self.builder = builder
         self.rank, self.world, self.seed, self.shuffle = rank, world_size, seed, shuffle
         self.epoch_samples = int(epoch_samples)
         self.shard_shuffle, self.resampled = shard_shuffle, bool(resampled)
@@ -52,7 +97,7 @@ class WebDatasetStream(torch.utils.data.IterableDataset):
             if i % self.world == self.rank:
                 yield item
 
-    def _pipeline(self, wid: int, n_pass: int):
+    def _pipeline(self, wid: int, n_pass: int, failures: list[str]):
         """One pass over the shards of this rank/worker: a ``wds.DataPipeline`` of url dicts -> samples."""
         import webdataset as wds
         make_seed = wds.utils.make_seed
@@ -69,7 +114,7 @@ class WebDatasetStream(torch.utils.data.IterableDataset):
             if not full and self.shard_shuffle:  # an integer > 1: a shard shuffle buffer of that size
                 stages.append(wds.shuffle(int(self.shard_shuffle), initial=int(self.shard_shuffle), seed=order_seed))
             stages += [self._split_by_node, wds.split_by_worker]
-        stages.append(wds.tarfile_to_samples(handler=wds.warn_and_continue))
+        stages.append(wds.tarfile_to_samples(handler=lambda exn: failures.append(repr(exn)) or True))
         if self.shuffle > 1:
             stages.append(wds.shuffle(self.shuffle, seed=make_seed(self.seed, self.epoch, n_pass, self.rank, wid)))
         return wds.DataPipeline(*stages)
@@ -81,9 +126,12 @@ class WebDatasetStream(torch.utils.data.IterableDataset):
         limit = self.epoch_samples // n_workers + (1 if wid < self.epoch_samples % n_workers else 0)
         count = n_pass = 0
         while count < limit:
-            produced = False
-            for sample in self._pipeline(wid, n_pass):
+            produced, failures = False, []
+            for sample in self._pipeline(wid, n_pass, failures):
                 produced = True
+                for err in self._shard_errors(failures):
+                    yield err
+                    count += 1
                 key = zlib.crc32(f"{sample.get('__key__')}|{self.epoch}|{count}".encode())
                 image = next((sample[k] for k in self.image_keys if k in sample), None)
                 caption = next((sample[k] for k in self.caption_keys if k in sample), None)
@@ -96,5 +144,15 @@ class WebDatasetStream(torch.utils.data.IterableDataset):
                 if count >= limit:
                     return
             if not produced:
+                if failures:  # every shard of this pass failed: an error, not an endless run of empty epochs
+                    raise RuntimeError(f"no WebDataset shard could be read ({len(failures)} failed; first: "
+                                       f"{failures[0]}); check data.webdataset.urls")
                 return
+            yield from self._shard_errors(failures)
             n_pass += 1
+
+    @staticmethod
+    def _shard_errors(failures: list[str]) -> Iterator[dict[str, Any]]:
+        """Each shard (or tar member) that failed to read, as one failed sample the trainer counts and names."""
+        while failures:
+            yield {"error": "shard_unreadable", "detail": failures.pop(0)}
