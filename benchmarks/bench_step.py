@@ -104,12 +104,12 @@ def make_batch(text, batch: int, size: int, num_tags: int, seed: int = 0) -> dic
 
 def icmlm_config(preset: str, overrides: list[str], quick: bool):
     """The typed config (:class:`~icmlm_zoo.training.config.Config`) of a preset, tiny with ``quick``."""
-    from icmlm_zoo.training.config import load_config, sections
+    from icmlm_zoo.training.config import load_config
     base = []
     if quick:
         base = ["model.backbone=icmlm_resnet_tiny", "model.attfc.heads=2", "model.attfc.hidden=64",
                 "model.tfm.heads=2", "model.tfm.ff=64", "model.tfm.layers=1"]
-    return sections(load_config(preset, None, base + overrides))
+    return load_config(preset, None, base + overrides)
 
 
 def main(argv=None) -> int:
