@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-
 from train_fixtures import tag_file, text_side  # noqa: F401
 
 from icmlm_zoo.training.config import ConfigError, list_presets, load_config, load_preset
@@ -35,8 +34,11 @@ def test_preset_parses_and_builds_its_model(name, text_side):
     size = 64 if "resnet" in cfg.model.backbone else 64
     with torch.no_grad():
         x = torch.randn(1, 3, size, size)
-        out = model(x, torch.tensor([[101, 103, 102]]), torch.ones(1, 3, dtype=torch.long),
-                    torch.tensor([[-100, 2417, -100]]), torch.zeros(1, 50)) if fusion else model(x, tp=torch.zeros(1, 50))
+        if fusion:
+            out = model(x, torch.tensor([[101, 103, 102]]), torch.ones(1, 3, dtype=torch.long),
+                        torch.tensor([[-100, 2417, -100]]), torch.zeros(1, 50))
+        else:
+            out = model(x, tp=torch.zeros(1, 50))
     assert torch.isfinite(out["loss"])
 
 

@@ -1,11 +1,11 @@
-"""The speed levers (training/text_runner.py, optim.py, memory.py, model.py, data/loader_options.py) keep the model's results: cache, logits at every position, encoder
-precision, optimizer implementation, data-loader settings, config keys."""
+"""The speed levers (training/text_runner.py, optim.py, memory.py, model.py, data/loader_options.py) keep the
+model's results: cache, logits at every position, encoder precision, optimizer implementation, data-loader
+settings, config keys."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-
 from train_fixtures import TAG_WORDS, text_side  # noqa: F401
 
 from icmlm_zoo.training.config import ConfigError, load_config
@@ -186,7 +186,8 @@ def test_folded_attention_equals_multihead_attention():
     assert slot.tolist() == [0, 0, 1, 2, 1] and grouped.shape[1] == 3
     assert grouped[:, :, 0].tolist() == [[1, 4, 0], [0, 0, 0], [0, 2, 3], [0, 0, 0]]
     with pytest.raises(ValueError, match="packed"):
-        folded_attention(torch.nn.MultiheadAttention(48, 6, kdim=20, vdim=20, batch_first=True), q, torch.randn(2, 10, 20))
+        mha = torch.nn.MultiheadAttention(48, 6, kdim=20, vdim=20, batch_first=True)
+        folded_attention(mha, q, torch.randn(2, 10, 20))
 
 
 def test_straightforward_mode_uses_the_reference_fusion(text_side):
