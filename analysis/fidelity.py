@@ -55,13 +55,13 @@ def _train(run_dir: Path, overrides: Sequence[str], tags_file: Path) -> None:
 
 def _mine_tags(out: Path, overrides: Sequence[str], min_count: int | None = None) -> Path:
     """One tag vocabulary for every run (mined from the demo's training captions as the demo does)."""
-    from icmlm_zoo.training.config import load_config, sections
+    from icmlm_zoo.training.config import load_config
     from icmlm_zoo.training.data.synthetic import SyntheticScenes
     from icmlm_zoo.training.tags import mine_tags, write_tags
 
     path = out / "tags.txt"
     if not path.is_file():
-        cfg = sections(load_config("demo", None, list(overrides)))
+        cfg = load_config("demo", None, list(overrides))
         s, t = cfg.data.synthetic, cfg.tags
         scenes = SyntheticScenes(s.num_images, s.image_size, s.seed)
         caps = [scenes.caption(i) for i in range(min(len(scenes), t.max_captions))]
@@ -93,7 +93,7 @@ def run_fidelity(out_dir: str | Path, *, seeds: Sequence[int] = (0, 1, 2), quick
     import torch
 
     from icmlm_zoo.training.backbones import create_backbone
-    from icmlm_zoo.training.config import load_config, sections
+    from icmlm_zoo.training.config import load_config
     from icmlm_zoo.training.inference import load_run
 
     from .grounding import run_grounding
@@ -104,7 +104,7 @@ def run_fidelity(out_dir: str | Path, *, seeds: Sequence[int] = (0, 1, 2), quick
     base = (QUICK if quick else []) + list(overrides)
     if quick:
         num_train, num_test, grounding_scenes = 80, 40, 16
-    cfg = sections(load_config("demo", None, base))
+    cfg = load_config("demo", None, base)
     size, backbone = cfg.data.image_size, cfg.model.backbone
     tags = _mine_tags(out, base, min_count=2 if quick else None)  # the quick mode has 64 captions
     sets = _probe_sets(num_train, num_test, size, seed=0)

@@ -32,13 +32,13 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args(argv)
-
+    # imported here, after the environment above points the Hub client at the stand-in (read when imported)
     import timm
     import torch
+    from common import report, time_it
     from safetensors.torch import load_file, save
 
     import icmlm_zoo  # noqa: F401
-    from common import report, time_it
     from icmlm_zoo.manifest import SHIPPED_MANIFEST
 
     torch.manual_seed(0)

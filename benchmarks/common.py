@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import torch
+
 RESULTS = Path(__file__).with_name("results")
 
 
@@ -24,20 +26,20 @@ def time_it(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> dict
 
 
 def environment() -> dict:
-    import torch
-
     return {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "machine": platform.machine(), "processor": platform.processor() or "unknown",
             "cuda": torch.cuda.is_available(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
-def report(name: str, title: str, header: list[str], rows: list[list], goals: list[dict], extra: dict | None = None) -> str:
+def report(name: str, title: str, header: list[str], rows: list[list], goals: list[dict],
+           extra: dict | None = None) -> str:
     """Print a markdown table and write ``results/<name>.json`` (+ ``.md``); returns the markdown."""
     lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     if goals:
         lines += ["", "| goal | measured | target | met |", "|---|---|---|---|"]
-        lines += [f"| {g['goal']} | {g['measured']:.3f} | {g['target']} | {'yes' if g['met'] else 'NO'} |" for g in goals]
+        lines += [f"| {g['goal']} | {g['measured']:.3f} | {g['target']} | {'yes' if g['met'] else 'NO'} |"
+                  for g in goals]
     md = "\n".join(lines)
     print(md)
     RESULTS.mkdir(exist_ok=True)

@@ -33,9 +33,8 @@ def _load(results: Path, name: str) -> dict:
 
 
 def test_bench_step_quick(results):
-    import torch
-
     import bench_step
+    import torch
     threads = torch.get_num_threads()
     assert bench_step.main(["--quick", "--precisions", "fp32"]) == 0
     assert torch.get_num_threads() == threads  # restored
@@ -72,9 +71,8 @@ def test_bench_data_quick(results):
 
 
 def test_bench_gpu_quick(results):
-    import torch
-
     import bench_gpu
+    import torch
     rc = bench_gpu.main(["--quick"])
     data = json.loads((results / "gpu_quick.json").read_text())
     if torch.cuda.is_available():

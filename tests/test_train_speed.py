@@ -1,14 +1,14 @@
-"""The speed levers (training/text_runner.py, optim.py, memory.py, model.py, data/loader_options.py) keep the model's results: cache, logits at every position, encoder
-precision, optimizer implementation, data-loader settings, config keys."""
+"""The speed levers (training/text_runner.py, optim.py, memory.py, model.py, data/loader_options.py) keep the
+model's results: cache, logits at every position, encoder precision, optimizer implementation, data-loader
+settings, config keys."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-
 from train_fixtures import TAG_WORDS, text_side  # noqa: F401
 
-from icmlm_zoo.training.config import ConfigError, load_config, sections
+from icmlm_zoo.training.config import ConfigError, load_config
 from icmlm_zoo.training.data.loader_options import loader_kwargs
 from icmlm_zoo.training.optim import optimizer_kwargs
 from icmlm_zoo.training.step import STRAIGHTFORWARD_OVERRIDES
@@ -33,7 +33,7 @@ def _model(text, *overrides, heads="[attfc]"):
     cfg = load_config(None, None, [f"model.heads={heads}", "model.attfc.dropout=0", "model.tfm.dropout=0",
                                    "model.attfc.hidden=64", "model.tfm.ff=64", "model.tfm.layers=1", *overrides])
     torch.manual_seed(0)
-    return build_model(sections(cfg), text, 0).eval()
+    return build_model(cfg, text, 0).eval()
 
 
 @pytest.mark.parametrize("heads", ["[attfc]", "[tfm]"])
@@ -85,8 +85,8 @@ def test_resolve_text_dtype():
     assert resolve_text_dtype("auto", "bf16", cpu) == torch.bfloat16
     assert resolve_text_dtype("fp16", "none", cpu) == torch.bfloat16  # no fp16 encoder on CPU
     assert resolve_text_dtype("auto", "none", cpu) in (torch.float32, torch.bfloat16)
-    with pytest.raises(ValueError):
-        resolve_text_dtype("int8", "none", cpu)
+    with pytest.raises(ValueError, match=r"text.precision='int8' is not valid: choose one of auto, fp32"):
+        load_config("demo", None, ["text.precision=int8"])  # checked once, where the config is read
 
 
 def test_text_feature_cache_lru():
@@ -113,7 +113,7 @@ def test_optimizer_and_loader_settings():
 
 def test_speed_config_keys():
     cfg = load_config("demo", None, list(STRAIGHTFORWARD_OVERRIDES) + ["optim.impl=loop"])
-    assert cfg["model"]["logits"] == "all" and cfg["text"]["precision"] == "fp32" and not cfg["model"]["channels_last"]
+    assert cfg.model.logits == "all" and cfg.text.precision == "fp32" and not cfg.model.channels_last
     for bad in ("text.precision=fp8", "model.logits=some", "optim.impl=turbo"):
         with pytest.raises(ConfigError):
             load_config("demo", None, [bad])
@@ -186,7 +186,8 @@ def test_folded_attention_equals_multihead_attention():
     assert slot.tolist() == [0, 0, 1, 2, 1] and grouped.shape[1] == 3
     assert grouped[:, :, 0].tolist() == [[1, 4, 0], [0, 0, 0], [0, 2, 3], [0, 0, 0]]
     with pytest.raises(ValueError, match="packed"):
-        folded_attention(torch.nn.MultiheadAttention(48, 6, kdim=20, vdim=20, batch_first=True), q, torch.randn(2, 10, 20))
+        mha = torch.nn.MultiheadAttention(48, 6, kdim=20, vdim=20, batch_first=True)
+        folded_attention(mha, q, torch.randn(2, 10, 20))
 
 
 def test_straightforward_mode_uses_the_reference_fusion(text_side):
@@ -208,7 +209,7 @@ def test_channels_last_trunk_gets_channels_last_gradients(text_side, heads):
     for cl in (True, False):
         cfg = load_config(None, None, [f"model.heads={heads}", "model.attfc.hidden=64", "model.tfm.ff=64",
                                        "model.tfm.layers=1", f"model.channels_last={str(cl).lower()}"])
-        model = build_model(sections(cfg), text_side, 5).train()
+        model = build_model(cfg, text_side, 5).train()
         seen = []
         model.backbone.layer4.register_full_backward_hook(lambda mod, gi, go: seen.append(go[0]))
         model(b["images"], b["input_ids"], b["attention_mask"], b["labels"], b["tp"])["loss"].backward()
@@ -297,7 +298,7 @@ def test_pretrained_mlm_head_moves_with_the_model_and_stays_out_of_checkpoints()
     from icmlm_zoo.training.backbones import create_backbone
     from icmlm_zoo.training.model import ICMLM
     from icmlm_zoo.training.text import TextSide
-    cfg = sections(load_config("demo", None, ["model.attfc.heads=2", "model.attfc.hidden=32"])).model
+    cfg = load_config("demo", None, ["model.attfc.heads=2", "model.attfc.hidden=32"]).model
     mlm = BertForMaskedLM(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                                      intermediate_size=64)).eval()
     for p in mlm.parameters():

@@ -75,8 +75,8 @@ def test_resampled_yields_exactly_the_epoch_length_reproducibly(urls, workers, e
 def test_config_keys_are_typed():
     from icmlm_zoo.training.config import ConfigError, load_config
     cfg = load_config("demo", overrides=["data.webdataset.shard_shuffle=64", "data.webdataset.resampled=true"])
-    assert cfg["data"]["webdataset"]["shard_shuffle"] == 64 and cfg["data"]["webdataset"]["resampled"] is True
-    assert load_config("demo")["data"]["webdataset"]["shard_shuffle"] is True
+    assert cfg.data.webdataset.shard_shuffle == 64 and cfg.data.webdataset.resampled is True
+    assert load_config("demo").data.webdataset.shard_shuffle is True
     with pytest.raises(ConfigError, match=r"shard_shuffle='x' is not valid: expected true or false or an integer"):
         load_config("demo", overrides=["data.webdataset.shard_shuffle=x"])
     with pytest.raises(ConfigError, match=r"data.webdataset.resampled=3 is not valid: expected true or false"):

@@ -19,11 +19,14 @@ import re
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from icmlm_zoo.cli_support import HelpFormatter, MissingExtraError, add_version, require_extras
 
 # The trainer's modules (torch, yaml, transformers) are imported inside the commands, not here: -h and --version
 # answer without them, and a missing [train] extra is a one-line message instead of an ImportError.
+if TYPE_CHECKING:  # the config needs the [train] extra (yaml): not imported to build the parser
+    from .config import Config
 
 __all__ = ["main", "build_parser"]
 
@@ -111,15 +114,15 @@ def _setup_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _check_train_extras(cfg: dict, run_out: str | None) -> None:
+def _check_train_extras(cfg: Config, run_out: str | None) -> None:
     """Fail fast, before any run folder is made, when the config needs a tool that is not installed."""
     require_extras("icmlm-train", ["train"], TRAIN_EXTRA)
-    mines = cfg["tags"]["source"] == "mine" and not (run_out and (Path(run_out) / "tags.txt").is_file())
+    mines = cfg.tags.source == "mine" and not (run_out and (Path(run_out) / "tags.txt").is_file())
     if mines:
         require_extras("icmlm-train (tags.source=mine)", ["train"], ["spacy"])
-    if cfg["data"]["kind"] == "webdataset":
+    if cfg.data.kind == "webdataset":
         require_extras("icmlm-train (data.kind=webdataset)", ["train"], ["webdataset"])
-    _check_text_assets(cfg["text"]["model"], mines)
+    _check_text_assets(cfg.text.model, mines)
 
 
 def _check_text_assets(text_model: str, mines_tags: bool) -> None:
@@ -154,8 +157,8 @@ class TrainingInterrupted(Exception):
                          f"stopped before the first checkpoint; start it again with {cont}")
 
 
-def _tensorboard_missing(cfg: dict) -> bool:
-    if not cfg["run"]["tensorboard"]:
+def _tensorboard_missing(cfg: Config) -> bool:
+    if not cfg.run.tensorboard:
         return False
     try:
         from torch.utils.tensorboard import SummaryWriter  # noqa: F401
@@ -190,20 +193,20 @@ def _train(args: argparse.Namespace) -> int:
     from .guards import check_failures_at_end
     from .trainer import prepare_run_dir, train
     t0 = time.perf_counter()
-    info = init_distributed(cfg["run"]["device"])
+    info = init_distributed(cfg.run.device)
     try:
         if is_main(info) and _tensorboard_missing(cfg):
             print("warning: TensorBoard logging is off: tensorboard is not installed (pip install "
                   "'icmlm-zoo[train]', or set run.tensorboard=false); metrics.csv is still written", file=sys.stderr)
-        run_dir, resuming = prepare_run_dir(args.out, cfg["run"]["name"], args.resume, info)
+        run_dir, resuming = prepare_run_dir(args.out, cfg.run.name, args.resume, info)
         try:
             summary = train(cfg, run_dir, info, resume=resuming)
         except KeyboardInterrupt:
             raise TrainingInterrupted(run_dir) from None
-        check_failures_at_end(summary["counters"], cfg["run"]["max_failure_rate"])
-        exp = cfg["run"]["export"]
-        if is_main(info) and not summary["stopped"] and exp.get("model"):
-            _export_and_verify(run_dir, exp["model"], exp.get("tag") or "trained", None, "last")
+        check_failures_at_end(summary["counters"], cfg.run.max_failure_rate)
+        exp = cfg.run.export
+        if is_main(info) and not summary["stopped"] and exp.model:
+            _export_and_verify(run_dir, exp.model, exp.tag or "trained", None, "last")
         if is_main(info):
             fl, ll = summary["first_loss"], summary["last_loss"]
             loss_txt = f", loss {fl:.3f} -> {ll:.3f}" if fl is not None and ll is not None else ""
@@ -237,9 +240,9 @@ def _export(args: argparse.Namespace) -> int:
 
 def _build_tags(args: argparse.Namespace) -> int:
     require_extras("icmlm-train build-tags", ["train"], ["yaml", "spacy"])
-    from .config import load_config, sections
+    from .config import load_config
     from .tags import mine_tags, read_captions, write_tags
-    cfg = sections(load_config(args.preset or ("demo" if not args.config else None), args.config, args.overrides))
+    cfg = load_config(args.preset or ("demo" if not args.config else None), args.config, args.overrides)
     t = cfg.tags
     pos = args.pos or t.pos
     min_count = args.min_count if args.min_count is not None else t.min_count

@@ -2,11 +2,14 @@
 
 A config is a nested dict while it is read, merged and overridden; every key must exist in :data:`DEFAULTS`
 (from the typed sections of :mod:`.config_sections`); an unknown key is an error that names the valid keys at
-that level. :func:`sections` gives the typed view the trainer's modules receive. Presets live in ``training/presets/*.yaml`` and are shipped with the package.
+that level. :func:`load_config` checks it once, with :func:`validate` (every key's type and range, and the rules
+across keys), and returns the typed :class:`Config` whose sections the trainer's modules receive and trust.
+Presets live in ``training/presets/*.yaml`` and are shipped with the package.
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 from importlib import resources
 from pathlib import Path
@@ -18,25 +21,41 @@ from .config_schema import ConfigError, Spec, check_tree
 from .config_sections import DEFAULTS, SCHEMA, Config, sections
 
 __all__ = ["DEFAULTS", "ConfigError", "list_presets", "load_preset", "load_config", "apply_overrides",
-           "merge", "validate", "dump", "SCHEMA", "Spec", "Config", "sections"]
+           "merge", "validate", "dump", "SCHEMA", "Spec", "Config"]
 
 
 def validate(cfg: dict) -> dict:
-    """Check every key against :data:`SCHEMA` (type and range) and the rules across keys; return ``cfg``.
+    """Check every key against :data:`SCHEMA` (type and range) and the rules across keys; return ``cfg``
+    (numbers normalised in place). :func:`load_config` returns its typed view.
 
-    Runs before anything is written, so a refused config leaves no trace. Errors name the key and what is
-    expected, e.g. ``train.batch_size='abc' is not valid: expected an integer >= 1``."""
+    The one place a config is checked: it runs before anything is written, so a refused config leaves no trace,
+    and the modules trust the sections they receive. Errors name the key and what is expected, e.g.
+    ``train.batch_size='abc' is not valid: expected an integer >= 1``."""
+    _checked(cfg)
+    return cfg
+
+
+def _checked(cfg: dict) -> Config:
     check_tree(cfg, SCHEMA)
-    heads = cfg["model"]["heads"]
+    typed = sections(cfg)
+    _check_rules(typed)
+    return typed
+
+
+def _check_rules(c: Config) -> None:
+    """The rules across keys (each key's own type and range is in :data:`SCHEMA`)."""
+    heads = c.model.heads
     if len(set(heads)) != len(heads):
         raise ConfigError(f"model.heads={heads!r}: each head at most once")
     if "attfc" in heads and "tfm" in heads:
         raise ConfigError("model.heads: choose one MLM head (attfc or tfm), not both")
-    m = cfg["masking"]
-    if m["together"] == "class" and not m["groups_file"] and cfg["data"]["kind"] != "synthetic":
-        raise ConfigError(f"masking.together=class needs word classes for data.kind={cfg['data']['kind']}: set "
+    m = c.masking
+    if m.together == "class" and not m.groups_file and c.data.kind != "synthetic":
+        raise ConfigError(f"masking.together=class needs word classes for data.kind={c.data.kind}: set "
                           "masking.groups_file to a file of 'word<TAB>class' lines (e.g. 'red<TAB>colour')")
-    return cfg
+    if c.needs_tags and c.tags.source == "file" and not c.tags.file:
+        raise ConfigError("tags.source=file needs tags.file: set tags.file=PATH (make one with "
+                          "`icmlm-train build-tags`), or use tags.source=mine")
 
 
 def merge(base: dict, update: dict, *, path: str = "") -> dict:
@@ -46,7 +65,8 @@ def merge(base: dict, update: dict, *, path: str = "") -> dict:
         where = f"{path}{key}"
         if key not in out:
             valid = ", ".join(sorted(out))
-            raise ConfigError(f"unknown config key '{where}'; valid keys{' under ' + path[:-1] if path else ''}: {valid}")
+            under = f" under {path[:-1]}" if path else ""
+            raise ConfigError(f"unknown config key '{where}'; valid keys{under}: {valid}")
         if isinstance(out[key], dict):
             if not isinstance(value, dict):
                 raise ConfigError(f"config key '{where}' is a section; give a mapping, not {value!r}")
@@ -64,7 +84,8 @@ def _coerce(value: Any, default: Any, where: str) -> Any:
     if isinstance(value, str) and _NUMBER.match(value.strip()):
         if isinstance(default, bool):
             return value
-        if isinstance(default, int) and not isinstance(default, bool) and float(value).is_integer() and "." not in value and "e" not in value.lower():
+        integral = float(value).is_integer() and "." not in value and "e" not in value.lower()
+        if isinstance(default, int) and not isinstance(default, bool) and integral:
             return int(value)
         if isinstance(default, (int, float)) or default is None:
             return float(value)
@@ -123,8 +144,8 @@ def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
 
 
 def load_config(preset: str | None = None, config_file: str | Path | None = None,
-                overrides: list[str] | None = None) -> dict:
-    """Resolve a config: defaults ← preset ← YAML file ← overrides; validated."""
+                overrides: list[str] | None = None) -> Config:
+    """Resolve a config: defaults ← preset ← YAML file ← overrides, validated once; the typed :class:`Config`."""
     cfg = load_preset(preset) if preset else copy.deepcopy(DEFAULTS)
     if config_file:
         path = Path(config_file)
@@ -132,9 +153,9 @@ def load_config(preset: str | None = None, config_file: str | Path | None = None
             raise ConfigError(f"config file {path} does not exist")
         cfg = merge(cfg, _read_yaml(path.read_text(), str(path)))
     cfg = apply_overrides(cfg, overrides or [])
-    return validate(cfg)
+    return _checked(cfg)
 
 
-def dump(cfg: dict) -> str:
-    """YAML text of a config."""
-    return yaml.safe_dump(cfg, sort_keys=False)
+def dump(cfg: Config | dict) -> str:
+    """YAML text of a config (typed or as a dict), in the section order of :data:`DEFAULTS`."""
+    return yaml.safe_dump(dataclasses.asdict(cfg) if isinstance(cfg, Config) else cfg, sort_keys=False)

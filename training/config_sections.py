@@ -14,7 +14,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from .choices import AMP_MODES, FUSION_IMPLS, LOGITS_AT, OPTIM_IMPLS, TEXT_PRECISIONS
+from .choices import AMP_MODES, DATA_KINDS, FUSION_IMPLS, LOGITS_AT, OPTIM_IMPLS, TEXT_PRECISIONS
 from .config_schema import Either, Spec, choice, floating, integer
 
 __all__ = ["Config", "RunSection", "DataSection", "TextSection", "TagsSection", "MaskingSection", "ModelSection",
@@ -110,7 +110,7 @@ class WebDatasetData:
 
 @dataclass
 class DataSection:
-    kind: str = key("synthetic", choice("synthetic", "coco", "vg", "pairs", "webdataset"))
+    kind: str = key("synthetic", choice(*DATA_KINDS), "where the images and captions come from (training/data)")
     num_workers: int = key(0, integer(0))
     pin_memory: str | bool = key("auto", choice("auto", True, False), "auto (= on CUDA) | true | false")
     prefetch_factor: int = key(2, integer(1), "batches prefetched per worker")
@@ -194,7 +194,8 @@ class ModelSection:
     heads: list[str] = key(["attfc", "tp"], Spec("list", item=choice("attfc", "tfm", "tp"), length=(1, 3)),
                            "any of attfc, tfm, tp (at least one)")
     channels_last: bool = key(False, _B)
-    logits: str = key("masked", choice(*LOGITS_AT), "masked | all (MLM logits at every position: the slow baseline, P2)")
+    logits: str = key("masked", choice(*LOGITS_AT),
+                      "masked | all (MLM logits at every position: the slow baseline, P2)")
     fusion_impl: str = key("fast", choice(*FUSION_IMPLS),
                            "fast | reference: same parameters and results, see training/heads/attention.py")
     tp: TPSection = section(TPSection)
@@ -260,6 +261,11 @@ class Config:
     train: TrainSection = section(TrainSection)
     eval: EvalSection = section(EvalSection)
 
+    @property
+    def needs_tags(self) -> bool:
+        """Whether the run needs a tag vocabulary: for the TP head, or to mask tag words for an MLM head."""
+        return "tp" in self.model.heads or (self.masking.strategy == "tags" and self.model.fusion is not None)
+
 
 def _schema(cls: type) -> dict[str, Any]:
     return {f.name: f.metadata["spec"] if "spec" in f.metadata else _schema(_nested(cls, f))
@@ -279,7 +285,11 @@ def _build(cls: type, values: dict[str, Any]) -> Any:
 
 
 def sections(cfg: dict[str, Any]) -> Config:
-    """The typed view of a validated config dict (:func:`~icmlm_zoo.training.config.load_config`'s result)."""
+    """The typed view of a config dict whose keys :func:`~icmlm_zoo.training.config.validate` checked (what
+    :func:`~icmlm_zoo.training.config.load_config` returns last)."""
+    if not isinstance(cfg, dict):
+        raise TypeError(f"sections() takes a config dict, not {type(cfg).__name__}: load_config already returns "
+                        "the typed Config")
     return _build(Config, cfg)
 
 

@@ -46,8 +46,6 @@ class CaptionMasker:
                  groups: dict[str, str] | None = None, together_prob: float = 1.0) -> None:
         if strategy == "tags" and not tags:
             raise ValueError("masking.strategy=tags needs a non-empty tag vocabulary")
-        if max_length < 4:
-            raise ValueError("text.max_length must be at least 4")
         self.tok = tokenizer
         self.tags = set(tags or [])
         self.max_length, self.strategy, self.k = max_length, strategy, k

@@ -9,11 +9,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .backbones import create_backbone
-from .choices import LOGITS_AT
 from .config_sections import Config, ModelSection
 from .heads import AttFCHead, TfmHead, TPHead
-from .text_runner import FrozenTextRunner
 from .text import TextSide
+from .text_runner import FrozenTextRunner
 
 __all__ = ["ICMLM", "build_model", "FROZEN_PREFIXES"]
 
@@ -39,8 +38,6 @@ class ICMLM(nn.Module):
         # hand the heads' gradient to the trunk in channels_last too (False only to measure what that buys)
         self.channels_last_grad = channels_last
         self.logits_at = cfg_model.logits  # masked | all (the straightforward baseline)
-        if self.logits_at not in LOGITS_AT:
-            raise ValueError(f"model.logits={self.logits_at!r}; choose one of {list(LOGITS_AT)}")
         C = int(backbone.num_features)
         self.fusion_kind = fusion
         if fusion is not None:

@@ -7,24 +7,26 @@ from pathlib import Path
 from typing import Any
 
 from .config_sections import Config, TagsSection
-from .data import Collator, SampleBuilder, build_loader, build_source
+from .data import Collator, EpochLoader, SampleBuilder, build_loader, build_source
 from .data.transforms import run_preprocessing, run_transforms
 from .distributed import DistInfo, barrier, is_main
 from .masking import CaptionMasker
 from .model import ICMLM, build_model
+from .tags import load_tags, masking_groups, mine_tags, write_tags
+from .text import TextSide, load_text_side
 
 __all__ = ["Pipeline", "build_pipeline", "resolve_tags"]
 
 
 @dataclass
 class Pipeline:
-    """What :func:`build_pipeline` made. ``train`` / ``val`` are (DataLoader, the object that takes
-    ``set_epoch``) or None; ``text`` is None without an MLM head, ``tags`` None without tags; ``preprocessing``
-    is the run's evaluation preprocessing record (``RUN/preprocessing.json``)."""
-    text: Any
+    """What :func:`build_pipeline` made. ``train`` / ``val`` are the splits' loaders with their place in the epoch
+    (``val`` None without held-out data); ``text`` is None without an MLM head, ``tags`` None without tags;
+    ``preprocessing`` is the run's evaluation preprocessing record (``RUN/preprocessing.json``)."""
+    text: TextSide | None
     tags: list[str] | None
-    train: tuple[Any, Any]
-    val: tuple[Any, Any] | None
+    train: EpochLoader
+    val: EpochLoader | None
     model: ICMLM
     preprocessing: dict[str, Any]
 
@@ -33,17 +35,10 @@ class Pipeline:
         return self.text.tokenizer if self.text else None
 
 
-def _tags_needed(cfg: Config) -> bool:
-    return "tp" in cfg.model.heads or (cfg.masking.strategy == "tags" and cfg.model.fusion is not None)
-
-
 def _write_run_tags(t: TagsSection, local: Path, source) -> None:
     """Write ``RUN/tags.txt`` from the ``tags`` config section: a copied file, the data set's labels, or tags
     mined from the training captions."""
-    from .tags import load_tags, mine_tags, write_tags
     if t.source == "file":
-        if not t.file:
-            raise ValueError("tags.source=file needs tags.file (make one with `icmlm-train build-tags`)")
         write_tags(load_tags(t.file), local, source=f"copied from {t.file}")
     elif t.source == "labels":
         if source is None or not hasattr(source, "label_names") or not source.label_names():
@@ -63,8 +58,7 @@ def _write_run_tags(t: TagsSection, local: Path, source) -> None:
 
 def resolve_tags(cfg: Config, run_dir: Path, source, info: DistInfo) -> list[str] | None:
     """The tag vocabulary; always copied to ``RUN/tags.txt`` and the config's ``tags`` section pointed at it."""
-    from .tags import load_tags
-    if not _tags_needed(cfg):
+    if not cfg.needs_tags:
         return None
     t = cfg.tags
     local = run_dir / "tags.txt"
@@ -79,8 +73,6 @@ def resolve_tags(cfg: Config, run_dir: Path, source, info: DistInfo) -> list[str
 
 def build_pipeline(cfg: Config, run_dir: Path, info: DistInfo, *, text=None) -> Pipeline:
     """Everything but the loop: text side, tags, transforms, loaders and the model."""
-    from .tags import masking_groups
-    from .text import load_text_side
     heads = cfg.model.heads
     fusion = cfg.model.fusion is not None
     if text is None and fusion:

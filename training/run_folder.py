@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from . import checkpoint as ckpt
-from .config import Config, load_config, sections
+from .config import Config, load_config
 from .distributed import DistInfo, barrier, broadcast_object, is_main, say
 
 __all__ = ["RunFolderError", "prepare_run_dir", "open_run_dir", "undo_setup", "read_run_config"]
@@ -70,4 +70,4 @@ def read_run_config(run_dir: str | Path) -> Config:
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} is not an icmlm-train run folder (no config.yaml); give the folder "
                                 "that `icmlm-train --out` wrote")
-    return sections(load_config(config_file=path))
+    return load_config(config_file=path)

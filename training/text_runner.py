@@ -44,8 +44,6 @@ def resolve_text_dtype(precision: str, amp: str, device: torch.device) -> torch.
     """The dtype the frozen encoder runs in. ``auto``: the AMP dtype under ``train.amp`` bf16/fp16 (fp16 only on
     CUDA); without AMP, bf16 where the device computes it natively (the encoder is frozen: its features only
     lose bits below bf16's precision, and the trunk and heads stay fp32), else fp32."""
-    if precision not in TEXT_PRECISIONS:
-        raise ValueError(f"text.precision={precision!r}; choose one of {list(TEXT_PRECISIONS)}")
     if precision == "auto":
         if amp == "none":
             precision = "bf16" if fast_bf16(device) else "fp32"

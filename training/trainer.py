@@ -19,21 +19,22 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from . import checkpoint as ckpt
 from .attention_figure import held_out_figure_quietly
-from .config import Config, dump, sections
+from .config import Config, dump
 from .curves import plot_run_quietly
 from .data.transforms import PREPROCESSING_FILE
 from .distributed import DistInfo, barrier, gather_objects, is_main, say
-from .validation import eval_line, run_evaluation, to_device, topk_hits
-from .guards import DataFailureError, Guards, NoProgressError, NonFiniteError
+from .guards import DataFailureError, Guards, NonFiniteError, NoProgressError
 from .memory import resolve_retain_memory, retain_freed_memory
 from .metrics_log import MetricsLogger
 from .optim import build_optimizer, build_scheduler
 from .pipeline import Pipeline, build_pipeline
 from .run_folder import RunFolderError, open_run_dir, prepare_run_dir, undo_setup
 from .step import TrainStep
+from .validation import eval_line, run_evaluation, to_device, topk_hits
 
 __all__ = ["train", "prepare_run_dir", "LoopState", "DataFailureError", "RunFolderError",
            "NonFiniteError", "NoProgressError"]
@@ -51,10 +52,9 @@ class LoopState:
     counters: Counter = field(default_factory=Counter)
 
 
-def train(cfg: dict, run_dir: Path, info: DistInfo, *, resume: bool = False, text=None) -> dict[str, Any]:
-    """Train as ``cfg`` (a validated config, :func:`~icmlm_zoo.training.config.load_config`) says in ``run_dir``;
-    returns a summary (final step, losses, last evaluation, model)."""
-    cfg = sections(cfg)
+def train(cfg: Config, run_dir: Path, info: DistInfo, *, resume: bool = False, text=None) -> dict[str, Any]:
+    """Train as ``cfg`` (the validated config :func:`~icmlm_zoo.training.config.load_config` returns) says in
+    ``run_dir``; returns a summary (final step, losses, last evaluation, model)."""
     seed = cfg.run.seed
     random.seed(seed + info.rank)
     np.random.seed(seed + info.rank)
@@ -110,7 +110,7 @@ class _Loop:
         self.pipe: Pipeline = build_pipeline(cfg, run_dir, info, text=text)
         self.model = self.pipe.model.to(info.device)
         o, t = cfg.optim, cfg.train
-        self.steps_per_epoch = max(1, self.pipe.train[1].batches_per_epoch() // o.accum_steps)
+        self.steps_per_epoch = max(1, self.pipe.train.batches_per_epoch // o.accum_steps)
         self.total = int(t.max_steps or t.epochs * self.steps_per_epoch)
         opt = build_optimizer(self.model, o)
         sched = build_scheduler(opt, self.total, o)
@@ -127,7 +127,8 @@ class _Loop:
         module = self.model
         if info.enabled:
             dev = info.device
-            module = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=[dev.index] if dev.type == "cuda" else None)
+            module = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[dev.index] if dev.type == "cuda" else None)
         self.train_step = TrainStep(module, opt, scheduler=sched, scaler=scaler, amp=t.amp, accum_steps=o.accum_steps,
                                     grad_clip=o.grad_clip,
                                     params=[p for p in self.model.parameters() if p.requires_grad])
@@ -136,8 +137,9 @@ class _Loop:
         self.guards = Guards(cfg.run, t, o.accum_steps, info, self.state.counters)
 
     def _restore(self, opt, sched, scaler) -> None:
-        path, st = ckpt.load_newest_good(self.run_dir / "checkpoints",
-                                         warn=lambda m: is_main(self.info) and log.warning(m), set_aside=is_main(self.info))
+        main = is_main(self.info)
+        path, st = ckpt.load_newest_good(self.run_dir / "checkpoints", warn=lambda m: main and log.warning(m),
+                                         set_aside=main)
         self.model.load_trainable_state_dict(st["model"])
         opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["scheduler"])
@@ -163,15 +165,9 @@ class _Loop:
     def _epoch_batches(self):
         """The loader's batches from where the state says the epoch stands (resume included)."""
         s = self.state
-        loader, position = self.pipe.train
-        skip = 0
-        if hasattr(position, "start"):            # map-style: the sampler starts at the saved batch
-            position.set_epoch(s.epoch, s.batch_in_epoch)
-            position.dataset.set_epoch(s.epoch)
-        else:                                     # streamed: read past the batches already consumed
-            position.set_epoch(s.epoch)
-            skip, s.batch_in_epoch = s.batch_in_epoch, 0
-        for batch in loader:
+        skip = self.pipe.train.start_epoch(s.epoch, s.batch_in_epoch)  # streamed: read past the batches consumed
+        s.batch_in_epoch -= skip  # ... which count again as they are read
+        for batch in self.pipe.train:
             s.batch_in_epoch += 1
             if skip:
                 skip -= 1
@@ -183,7 +179,6 @@ class _Loop:
         t = cfg.train
         self.bar = None
         if is_main(info) and cfg.run.progress:
-            from tqdm import tqdm
             self.bar = tqdm(total=self.total, initial=s.step, desc="train", unit="step", dynamic_ncols=True,
                             mininterval=1.0)
         self.window, self.first_loss, self.last_loss = _Window(), None, None
@@ -247,7 +242,7 @@ class _Loop:
             self.last_saved = s.step
         every = self.cfg.eval.every
         if every and s.step % every == 0 and s.step != self.total and self.pipe.val is not None:
-            self.logger.log(s.step, "val", run_evaluation(self.model, self.pipe.val[0], self.cfg, self.info,
+            self.logger.log(s.step, "val", run_evaluation(self.model, self.pipe.val.loader, self.cfg, self.info,
                                                           self.pipe.tokenizer))
         self.stopped = ends
         return ends or s.step >= self.total
@@ -277,7 +272,7 @@ class _Loop:
         if self.stopped:
             say(f"stopped after step {s.step} (run.stop_after); continue with --resume --out {self.run_dir}", info)
         elif cfg.eval.at_end and self.pipe.val is not None:
-            res = run_evaluation(self.model, self.pipe.val[0], cfg, info, self.pipe.tokenizer)
+            res = run_evaluation(self.model, self.pipe.val.loader, cfg, info, self.pipe.tokenizer)
             self.logger.log(s.step, "val", res)
             summary["eval"] = res
             say(eval_line(res), info)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..masking import CaptionMasker, SampleSkipped
+from ..tags import split_words
 from .records import Record, SampleError, open_image
 
 __all__ = ["SampleBuilder", "ICMLMDataset"]
@@ -64,7 +65,6 @@ class SampleBuilder:
                 if self.tp_targets == "labels":
                     names = rec.labels or []
                 else:
-                    from ..tags import split_words
                     names = split_words(caption.lower())
                 for w in names:
                     j = self.tag_index.get(w.lower() if isinstance(w, str) else w)
