@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import pickle
 import resource
 import statistics
@@ -155,8 +156,10 @@ def run_one(cfg: CfgNode, out: Path, seed: int) -> dict:
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     losses = [v for v, _ in trainer.storage.history("total_loss").values()]
     box = trainer._last_eval_results["bbox"]
+    # COCOEvaluator gives NaN when the model outputs no box above TEST.SCORE_THRESH_TEST: COCO AP 0, flagged
+    none = math.isnan(box["AP"])
     return {"loss_first20": statistics.mean(losses[:20]), "loss_last20": statistics.mean(losses[-20:]),
-            "AP": box["AP"], "AP50": box["AP50"], "AP75": box["AP75"],
+            **{k: 0.0 if none else box[k] for k in ("AP", "AP50", "AP75")}, "no_detections": none,
             "cpu_s": round(cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime, 1)}
 
 
