@@ -59,3 +59,77 @@ def test_mmdet_configs(name):
     cfg = timm.models.get_pretrained_cfg(bb["model_name"])
     if cfg is not None:
         assert [255 * x for x in cfg.mean] == pytest.approx(MEAN255)
+
+
+def _random_trunk_file(arch: str, path: Path) -> Path:
+    """A trunk with random weights *and* random BatchNorm statistics saved as safetensors (a missed buffer would
+    then change the features)."""
+    import torch
+    from safetensors.torch import save_file
+
+    import icmlm_zoo.models  # noqa: F401
+
+    torch.manual_seed(0)
+    model = timm.create_model(arch, pretrained=False, num_classes=0)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path
+
+
+@pytest.mark.parametrize("arch", ["icmlm_resnet18", "icmlm_resnet50"])
+def test_exported_pkl_reproduces_the_trunk_in_detectron2(tmp_path, arch):
+    """The documented FPN config + the exporter's .yaml build detectron2's stock ResNet-FPN, DetectionCheckpointer
+    loads our .pkl into it, and its res2..res5 equal the timm trunk's stages (RGB/stride/BN stats all right)."""
+    pytest.importorskip("detectron2")
+    import torch
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.config import get_cfg
+    from detectron2.modeling import build_model
+
+    from icmlm_zoo.detection.detectron2 import export_detectron2
+    from icmlm_zoo.evaluation.model_loading import load_backbone
+
+    weights = _random_trunk_file(arch, tmp_path / "trunk.safetensors")
+    pkl = export_detectron2(str(weights), tmp_path / "trunk.pkl", arch=arch)
+    cfg = get_cfg()
+    cfg.merge_from_file(str(CONFIGS / "detectron2" / "icmlm_R50_FPN_coco_1x.yaml"))
+    cfg.merge_from_file(str(pkl.with_suffix(".yaml")))  # the exporter's settings merge into detectron2's config
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.RESNETS.NORM", "BN"])
+    assert cfg.MODEL.WEIGHTS == str(pkl.resolve()) and cfg.INPUT.FORMAT == "RGB"
+    model = build_model(cfg).eval()
+    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    trunk = load_backbone(str(weights), arch=arch).model
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        d2 = model.backbone.bottom_up(x)
+        h = trunk.maxpool(trunk.act1(trunk.bn1(trunk.conv1(x))))
+        for i in range(1, 5):
+            h = getattr(trunk, f"layer{i}")(h)
+            torch.testing.assert_close(d2[f"res{i + 1}"], h, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (CONFIGS / "mmdet").glob("*.py")))
+def test_mmdet_configs_load_with_mmengine(name):
+    """mmengine's own parser reads each config with mmdet's ``_base_`` files (``mmdet::``), and the merged model
+    keeps our backbone (``_delete_`` dropped mmdet's ResNet: no ``depth``/``norm_eval`` left over), RGB input and a
+    neck that matches the trunk. custom_imports are not run: mmpretrain 1.2 does not import under transformers 5
+    (docs/detection.md)."""
+    pytest.importorskip("mmdet")
+    from mmengine.config import Config
+
+    cfg = Config.fromfile(str(CONFIGS / "mmdet" / name), import_custom_modules=False)
+    bb = cfg.model.backbone
+    assert bb.type == "mmpretrain.TIMMBackbone" and "depth" not in bb and "norm_eval" not in bb
+    assert "icmlm_zoo" in cfg.custom_imports.imports
+    assert cfg.model.data_preprocessor.bgr_to_rgb is True
+    assert cfg.model.type in ("FasterRCNN", "MaskRCNN") and cfg.model.neck.type == "FPN"
+    import icmlm_zoo.models  # noqa: F401
+
+    trunk = timm.create_model(bb.model_name.split(".")[0], pretrained=False, features_only=True,
+                              out_indices=bb.out_indices)
+    assert cfg.model.neck.in_channels == trunk.feature_info.channels()

@@ -1,0 +1,100 @@
+"""icmlm-eval transfer: the COCO detection scenes, the pycocotools wiring, the shifted renderer, the quick path."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pycocotools")
+
+
+def _perfect(gt: dict) -> list[dict]:
+    return [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": list(a["bbox"]), "score": 1.0}
+            for a in gt["annotations"]]
+
+
+@pytest.mark.parametrize("label_set", ["shape", "shape_colour"])
+def test_ground_truth_as_detections_scores_ap_one(label_set):
+    from icmlm_zoo.analysis.detection_scenes import coco_ap, coco_dataset, detection_scenes
+
+    gt = coco_dataset(detection_scenes(30, seed=5, size=64, label_set=label_set), label_set)
+    assert coco_ap(gt, _perfect(gt)) == {"AP": 1.0, "AP50": 1.0}
+
+
+def test_shuffled_boxes_score_near_zero():
+    from icmlm_zoo.analysis.detection_scenes import coco_ap, coco_dataset, detection_scenes
+
+    gt = coco_dataset(detection_scenes(60, seed=5, size=64), "shape")
+    dets = _perfect(gt)
+    rng = np.random.default_rng(0)
+    boxes = [d["bbox"] for d in dets]
+    order = rng.permutation(len(boxes))
+    shuffled = [{**d, "bbox": boxes[j]} for d, j in zip(dets, order)]  # right classes, other scenes' boxes
+    assert coco_ap(gt, shuffled)["AP"] < 0.1
+    wrong_class = [{**d, "category_id": d["category_id"] % 4 + 1} for d in dets]  # right boxes, wrong classes
+    assert coco_ap(gt, wrong_class) == {"AP": 0.0, "AP50": 0.0}
+    assert coco_ap(gt, []) == {"AP": 0.0, "AP50": 0.0}
+
+
+def test_half_the_objects_found_scores_about_half():
+    from icmlm_zoo.analysis.detection_scenes import coco_ap, coco_dataset, detection_scenes
+
+    gt = coco_dataset(detection_scenes(60, seed=5, size=64), "shape")
+    dets = _perfect(gt)[::2]
+    assert 0.35 < coco_ap(gt, dets)["AP"] < 0.65
+
+
+def test_boxes_come_from_the_generator_and_held_out_seeds_differ():
+    from icmlm_zoo.analysis.detection_scenes import DETECTION_SEED_BASE, category_names, detection_scenes
+    from icmlm_zoo.training.data.synthetic import SyntheticScenes
+
+    scenes = detection_scenes(5, seed=2, size=64, label_set="shape_colour")
+    gen = SyntheticScenes(5, image_size=64, seed=DETECTION_SEED_BASE + 2)
+    names = category_names("shape_colour")
+    for k, s in enumerate(scenes):
+        objs = gen.scene(k)["objects"]
+        assert s["boxes"].tolist() == [list(map(float, o["box"])) for o in objs]
+        assert [names[c - 1] for c in s["labels"]] == [f"{o['color']} {o['shape']}" for o in objs]
+    pretraining = SyntheticScenes(5, image_size=64, seed=0)
+    assert all(pretraining.caption(k) != gen.caption(k) for k in range(5))
+    with pytest.raises(ValueError, match="label_set"):
+        category_names("colour")
+
+
+def test_write_coco_files_load_in_pycocotools(tmp_path):
+    from PIL import Image
+    from pycocotools.coco import COCO
+
+    from icmlm_zoo.analysis.detection_scenes import write_coco
+
+    images, ann = write_coco(tmp_path / "coco", n_scenes=6, seed=1, size=64, label_set="shape_colour")
+    coco = COCO(str(ann))
+    assert len(coco.getImgIds()) == 6 and len(coco.getCatIds()) == 24
+    for img in coco.loadImgs(coco.getImgIds()):
+        assert Image.open(images / img["file_name"]).size == (img["width"], img["height"]) == (64, 64)
+    for a in coco.loadAnns(coco.getAnnIds()):
+        x, y, w, h = a["bbox"]
+        assert a["iscrowd"] == 0 and a["area"] == pytest.approx(w * h) and w > 0 and h > 0
+        assert 0 <= x and x + w <= 64 and 0 <= y and y + h <= 64
+    with pytest.raises(FileExistsError):
+        write_coco(tmp_path / "coco", n_scenes=2, seed=1, size=64)
+    assert json.loads(ann.read_text())["categories"][0] == {"id": 1, "name": "red circle", "supercategory": "shape"}
+
+
+def test_shifted_scenes_keep_labels_and_move_boxes_onto_the_objects():
+    from icmlm_zoo.analysis.detection_scenes import detection_scenes
+    from icmlm_zoo.training.data.synthetic import COLORS
+
+    plain = detection_scenes(20, seed=3, size=64)
+    shifted = detection_scenes(20, seed=3, size=64, shifted=True)
+    for p, s in zip(plain, shifted):
+        assert p["labels"].tolist() == s["labels"].tolist()
+        side_p = p["boxes"][:, 2] - p["boxes"][:, 0]
+        side_s = s["boxes"][:, 2] - s["boxes"][:, 0]
+        assert np.all(side_s < side_p) and np.all(side_s > 0.6 * side_p)
+        arr = np.asarray(s["image"]).astype(float)
+        for (x0, y0, x1, y1), obj in zip(s["boxes"], s["objects"]):
+            cx, cy = int((x0 + x1) / 2), int((y0 + y1) / 2)
+            assert np.abs(arr[cy, cx] - COLORS[obj["color"]]).max() < 40  # the object's colour at its box centre
+        assert not np.array_equal(np.asarray(p["image"]), np.asarray(s["image"]))
