@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from train_fixtures import text_side  # noqa: F401
 
 pytest.importorskip("pycocotools")
 
@@ -98,3 +99,30 @@ def test_shifted_scenes_keep_labels_and_move_boxes_onto_the_objects():
             cx, cy = int((x0 + x1) / 2), int((y0 + y1) / 2)
             assert np.abs(arr[cy, cx] - COLORS[obj["color"]]).max() < 40  # the object's colour at its box centre
         assert not np.array_equal(np.asarray(p["image"]), np.asarray(s["image"]))
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("text_side")  # the real MiniLM, loaded once per session
+def test_transfer_quick_path_end_to_end_and_resumes(tmp_path):
+    from icmlm_zoo.analysis.cli import main as eval_main
+    from icmlm_zoo.analysis.transfer import PRETRAININGS
+
+    out = tmp_path / "transfer"
+    assert eval_main(["transfer", "--quick", "--out", str(out)]) == 0
+    res = json.loads((out / "transfer.json").read_text())
+    tasks = {"detection shape", "detection shape_colour", "binding (fine-tuned)", "binding (frozen)"}
+    assert {(r["pretraining"], r["task"], r["budget"]) for r in res["records"]} == {
+        (p, t, b) for p in PRETRAININGS for t in tasks for b in (8, 16)}
+    for r in res["records"]:
+        keys = ("AP", "AP50", "AP_shifted", "AP50_shifted") if r["task"].startswith("detection") else ("acc",
+                                                                                                      "acc_shifted")
+        assert all(0.0 <= r["metrics"][k] <= 1.0 for k in keys), r
+        assert r["seed"] == 0 and r["cpu_s"] > 0
+    assert res["rows"]["detection shape"]["8"]["random init"]["AP"][2] == 1  # mean, std, seeds
+    md = (out / "transfer.md").read_text()
+    assert "QUICK" in md and "| random init |" in md and "| TP_postag |" in md and "Targets" in md
+    # every record is reused: a second call fine-tunes nothing and rewrites the same table
+    before = {p: p.stat().st_mtime for p in (out / "records").glob("*.json")}
+    assert eval_main(["transfer", "--quick", "--out", str(out)]) == 0
+    assert {p: p.stat().st_mtime for p in (out / "records").glob("*.json")} == before
+    assert json.loads((out / "transfer.json").read_text())["rows"] == res["rows"]
