@@ -100,7 +100,7 @@ class _Data:
 def _one_backbone(out: Path, pretraining: str, seed: int, trunk, mean, std, source: str, data: _Data,
                   cfg: dict, size: int) -> int:
     """Run every missing task × budget of one pretraining × seed; returns how many records it wrote."""
-    from .detection_scenes import category_names
+    from .detection_scenes import category_names, shape_of_category
     from .transfer_classification import ClassificationRecipe, fine_tune_classification
     from .transfer_detection import DetectionRecipe, fine_tune_detection
 
@@ -112,9 +112,12 @@ def _one_backbone(out: Path, pretraining: str, seed: int, trunk, mean, std, sour
                 continue
             recipe = DetectionRecipe(iters=cfg["det_iters"][budget], warmup=min(50, cfg["det_iters"][budget]))
             t0, c0 = time.time(), _cpu()
+            coarse = None
+            if ls == "shape_colour":  # the same detections read as shapes: colour mistakes vs. finding objects
+                coarse = {k: (v[1], shape_of_category()) for k, v in data.tests["shape"].items()}
             res = fine_tune_detection(copy.deepcopy(trunk), mean, std, train=data.subset(ls, budget, seed),
                                       tests=data.tests[ls], num_classes=len(category_names(ls)), size=size,
-                                      recipe=recipe, seed=seed)
+                                      recipe=recipe, seed=seed, coarse=coarse)
             _write(path, pretraining, f"detection {ls}", budget, seed, res, source, recipe.iters, t0, c0)
             written += 1
         tasks = [f"binding ({k})" for k in ("fine-tuned", "frozen")]
@@ -145,7 +148,8 @@ def _write(path: Path, pretraining: str, task: str, budget: int, seed: int, metr
 
 def run_transfer(out_dir: str | Path, *, runs: str | Path | None = None, seeds: Sequence[int] | None = None,
                  quick: bool = False, pretrainings: Sequence[str] = PRETRAININGS,
-                 train_missing: bool = True, checkpoint: int | None = None) -> dict[str, Any]:
+                 train_missing: bool = True, checkpoint: int | None = None,
+                 table_only: bool = False) -> dict[str, Any]:
     """Fill ``DIR/records`` for every pretraining × seed (reusing records already there), then write
     ``DIR/transfer.json`` and ``DIR/transfer.md`` from every record present; returns the JSON result."""
     from .fidelity import QUICK as FIDELITY_QUICK
@@ -161,10 +165,12 @@ def run_transfer(out_dir: str | Path, *, runs: str | Path | None = None, seeds: 
     cfg, size = (QUICK if quick else FULL), 96
     runs_dir = Path(runs) if runs else out / "fidelity"
     tags = None
+    if table_only:
+        seeds, train_missing = [], False
     if train_missing and checkpoint is None and any(p != RANDOM for p in pretrainings):
         runs_dir.mkdir(parents=True, exist_ok=True)
         tags = _mine_tags(runs_dir, FIDELITY_QUICK if quick else [], min_count=2 if quick else None)
-    data = _Data(max(cfg["budgets"]), cfg["num_test"], size)
+    data = _Data(max(cfg["budgets"]), cfg["num_test"], size) if seeds else None
     t0, skipped = time.time(), []
     for seed in seeds:
         for name in pretrainings:
@@ -194,6 +200,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"a subset of {PRETRAININGS} (e.g. one per parallel process)")
     p.add_argument("--skip-missing", action="store_true",
                    help="skip pretrainings whose runs are not finished instead of training them")
+    p.add_argument("--table-only", action="store_true",
+                   help="fine-tune nothing: write transfer.json and transfer.md from the records already in DIR")
     p.add_argument("--checkpoint", type=int, default=None, metavar="STEP",
                    help="use every run's checkpoint at STEP (finished or not; runs without it are skipped) "
                    "instead of the finished runs: a comparison at equal, shorter pretraining")
@@ -205,7 +213,7 @@ def run_from_args(args: argparse.Namespace) -> None:
 
     result = run_transfer(args.out, runs=args.runs, seeds=args.seeds, quick=args.quick,
                           pretrainings=args.pretrainings, train_missing=not args.skip_missing,
-                          checkpoint=args.checkpoint)
+                          checkpoint=args.checkpoint, table_only=args.table_only)
     print(markdown(result))
     print(f"wrote {Path(args.out) / 'transfer.json'} and {Path(args.out) / 'transfer.md'}")
 

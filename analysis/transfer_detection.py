@@ -110,9 +110,12 @@ def predict(detector: nn.Module, scenes: Sequence[dict[str, Any]], *, batch_size
 
 
 def fine_tune_detection(trunk: nn.Module, mean, std, *, train: Sequence[dict], tests: dict[str, tuple[list, dict]],
-                        num_classes: int, size: int, recipe: DetectionRecipe, seed: int) -> dict[str, float]:
+                        num_classes: int, size: int, recipe: DetectionRecipe, seed: int,
+                        coarse: dict[str, tuple[dict, dict[int, int]]] | None = None) -> dict[str, float]:
     """Fine-tune a detector on ``train`` and score it on every ``tests[name] = (scenes, coco gt)``:
-    ``{"AP", "AP50", "AP_shifted", ...}`` plus the first and last training losses."""
+    ``{"AP", "AP50", "AP_shifted", ...}`` plus the first and last training losses. ``coarse[name] = (gt,
+    category map)`` also scores the detections with their classes merged (``AP_coarse...``: e.g. a shape ×
+    colour detector read as a shape detector, which separates colour mistakes from finding the objects)."""
     from .detection_scenes import coco_ap
 
     torch.manual_seed(seed)
@@ -121,6 +124,12 @@ def fine_tune_detection(trunk: nn.Module, mean, std, *, train: Sequence[dict], t
     res: dict[str, float] = {"loss_first": float(np.mean(losses[:10])), "loss_last": float(np.mean(losses[-10:]))}
     for name, (scenes, gt) in tests.items():
         suffix = "" if name == "test" else f"_{name}"
-        for k, v in coco_ap(gt, predict(detector, scenes)).items():
+        dets = predict(detector, scenes)
+        for k, v in coco_ap(gt, dets).items():
             res[k + suffix] = v
+        if coarse and name in coarse:
+            cgt, cmap = coarse[name]
+            merged = [{**d, "category_id": cmap[d["category_id"]]} for d in dets]
+            for k, v in coco_ap(cgt, merged).items():
+                res[f"{k}_coarse{suffix}"] = v
     return res

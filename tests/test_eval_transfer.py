@@ -38,6 +38,20 @@ def test_shuffled_boxes_score_near_zero():
     assert coco_ap(gt, []) == {"AP": 0.0, "AP50": 0.0}
 
 
+def test_colour_mistakes_cost_shape_colour_ap_but_not_the_merged_shape_ap():
+    from icmlm_zoo.analysis.detection_scenes import coco_ap, coco_dataset, detection_scenes, shape_of_category
+
+    gt = coco_dataset(detection_scenes(40, seed=5, size=64, label_set="shape_colour"), "shape_colour")
+    shape_gt = coco_dataset(detection_scenes(40, seed=5, size=64, label_set="shape"), "shape")
+    to_shape = shape_of_category()
+    assert to_shape[1] == 1 and to_shape[7] == 2 and set(to_shape.values()) == {1, 2, 3, 4}
+    recoloured = [{**d, "category_id": (d["category_id"] - 1) // 6 * 6 + d["category_id"] % 6 + 1}  # next colour
+                  for d in _perfect(gt)]
+    assert coco_ap(gt, recoloured)["AP"] == 0.0
+    merged = [{**d, "category_id": to_shape[d["category_id"]]} for d in recoloured]
+    assert coco_ap(shape_gt, merged) == {"AP": 1.0, "AP50": 1.0}
+
+
 def test_half_the_objects_found_scores_about_half():
     from icmlm_zoo.analysis.detection_scenes import coco_ap, coco_dataset, detection_scenes
 
