@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["DetectionRecipe", "build_detector", "train_detector", "predict", "fine_tune_detection"]
+__all__ = ["DetectionRecipe", "build_detector", "train_detector", "predict", "fine_tune_detection", "merge_classes"]
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ def fine_tune_detection(trunk: nn.Module, mean, std, *, train: Sequence[dict], t
                         coarse: dict[str, tuple[dict, dict[int, int]]] | None = None) -> dict[str, float]:
     """Fine-tune a detector on ``train`` and score it on every ``tests[name] = (scenes, coco gt)``:
     ``{"AP", "AP50", "AP_shifted", ...}`` plus the first and last training losses. ``coarse[name] = (gt,
-    category map)`` also scores the detections with their classes merged (``AP_coarse...``: e.g. a shape ×
+    category map)`` also scores the detections with their classes merged (``AP_merged...``: e.g. a shape ×
     colour detector read as a shape detector, which separates colour mistakes from finding the objects)."""
     from .detection_scenes import coco_ap
 
@@ -129,7 +129,24 @@ def fine_tune_detection(trunk: nn.Module, mean, std, *, train: Sequence[dict], t
             res[k + suffix] = v
         if coarse and name in coarse:
             cgt, cmap = coarse[name]
-            merged = [{**d, "category_id": cmap[d["category_id"]]} for d in dets]
-            for k, v in coco_ap(cgt, merged).items():
-                res[f"{k}_coarse{suffix}"] = v
+            for k, v in coco_ap(cgt, merge_classes(dets, cmap)).items():
+                res[f"{k}_merged{suffix}"] = v
     return res
+
+
+def merge_classes(detections: Sequence[dict[str, Any]], category_map: dict[int, int],
+                  iou: float = 0.5) -> list[dict[str, Any]]:
+    """Detections relabelled through ``category_map``, then NMS per image and merged class (the detector's
+    per-class NMS leaves one box per colour on an object; merged, those would count as duplicates)."""
+    from torchvision.ops import batched_nms
+
+    by_image: dict[int, list[dict]] = {}
+    for d in detections:
+        by_image.setdefault(d["image_id"], []).append({**d, "category_id": category_map[d["category_id"]]})
+    out = []
+    for dets in by_image.values():
+        boxes = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (d["bbox"] for d in dets)], dtype=torch.float32)
+        keep = batched_nms(boxes, torch.tensor([d["score"] for d in dets]),
+                           torch.tensor([d["category_id"] for d in dets]), iou)
+        out += [dets[i] for i in keep.tolist()]
+    return out

@@ -96,8 +96,8 @@ def markdown(result: dict[str, Any]) -> str:
              f"(pretrainings: {c.get('checkpoint', 'finished')} checkpoints).", ""]
     det = [("AP", "AP"), ("AP50", "AP50"), ("AP_shifted", "shifted AP")]
     lines += _table(result, DETECTION[0], det)
-    coarse = any("AP_coarse" in r["metrics"] for r in result["records"])
-    lines += _table(result, DETECTION[1], det + ([("AP_coarse", "AP colours merged")] if coarse else []))
+    merged = any("AP_merged" in r["metrics"] for r in result["records"])
+    lines += _table(result, DETECTION[1], det + ([("AP_merged", "AP colours merged")] if merged else []))
     cls = [("acc", "acc"), ("acc_shifted", "shifted acc")]
     for task in CLASSIFICATION:
         lines += _table(result, task, cls)

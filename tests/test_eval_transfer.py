@@ -50,6 +50,14 @@ def test_colour_mistakes_cost_shape_colour_ap_but_not_the_merged_shape_ap():
     assert coco_ap(gt, recoloured)["AP"] == 0.0
     merged = [{**d, "category_id": to_shape[d["category_id"]]} for d in recoloured]
     assert coco_ap(shape_gt, merged) == {"AP": 1.0, "AP50": 1.0}
+    # one box per colour on each object (what per-class NMS leaves): merged without NMS they are duplicates
+    from icmlm_zoo.analysis.transfer_detection import merge_classes
+
+    scores = np.random.default_rng(0).uniform(0.1, 1.0, size=2 * len(recoloured))
+    doubled = [{**d, "score": float(sc)} for d, sc in zip(_perfect(gt) + recoloured, scores)]
+    naive = [{**d, "category_id": to_shape[d["category_id"]]} for d in doubled]
+    assert coco_ap(shape_gt, naive)["AP"] < 1.0
+    assert coco_ap(shape_gt, merge_classes(doubled, to_shape)) == {"AP": 1.0, "AP50": 1.0}
 
 
 def test_half_the_objects_found_scores_about_half():
