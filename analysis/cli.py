@@ -27,7 +27,8 @@ NEEDS = {"voc07": [("eval", ["sklearn"])], "linear": [], "compare": [("eval", ["
          "attention": [("train", ["transformers", "yaml"]), ("eval", ["matplotlib"])],
          "grounding": [("train", ["transformers", "yaml"])],
          "binding-diagnosis": [("train", ["transformers", "yaml"]), ("eval", ["sklearn"])],
-         "fidelity": [("train", ["transformers", "yaml", "spacy"]), ("eval", ["sklearn"])]}
+         "fidelity": [("train", ["transformers", "yaml", "spacy"]), ("eval", ["sklearn"])],
+         "transfer": [("train", ["transformers", "yaml", "spacy"]), ("eval", ["pycocotools"])]}
 
 
 # binding_diagnosis.MASK_SETS, written out: importing that module for the parser would import numpy, and -h and
@@ -174,6 +175,10 @@ def _add_run_commands(add) -> None:
     p.add_argument("--quick", action="store_true", help="a smoke run with a tiny budget (not a result)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides for every variant")
 
+    from .transfer import add_arguments as add_transfer_arguments  # light: argparse only
+    add_transfer_arguments(add("transfer", "fine-tuning transfer of the fidelity pretrainings and random init: Faster "
+                               "R-CNN (COCO AP) and a scene classification on held-out and shifted scenes"))
+
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``icmlm-eval``; returns the exit status (user mistakes are printed as one line)."""
@@ -272,10 +277,16 @@ def _fidelity(args: argparse.Namespace) -> None:
     print(f"wrote {Path(args.out) / 'fidelity.json'} and {Path(args.out) / 'fidelity.md'}")
 
 
+def _transfer(args: argparse.Namespace) -> None:
+    from .transfer import run_from_args
+
+    run_from_args(args)
+
+
 # each command: a function that prints what it made, or returns (results name, result, markdown table) to write
 COMMANDS = {"voc07": _voc07, "linear": _linear, "compare": _compare, "probes": _compare, "pointing": _pointing,
             "attention": _attention, "grounding": _grounding,
-            "binding-diagnosis": _binding_diagnosis, "fidelity": _fidelity}
+            "binding-diagnosis": _binding_diagnosis, "fidelity": _fidelity, "transfer": _transfer}
 
 
 def _dispatch(args: argparse.Namespace) -> int:

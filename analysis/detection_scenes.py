@@ -21,8 +21,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["DETECTION_SEED_BASE", "LABEL_SETS", "category_names", "detection_scenes", "coco_dataset", "write_coco",
-           "coco_ap"]
+__all__ = ["DETECTION_SEED_BASE", "LABEL_SETS", "category_names", "shape_of_category", "detection_scenes",
+           "coco_dataset", "write_coco", "coco_ap"]
 
 DETECTION_SEED_BASE = 30_000
 LABEL_SETS = ("shape", "shape_colour")
@@ -37,6 +37,12 @@ def category_names(label_set: str) -> list[str]:
     if label_set == "shape_colour":
         return [f"{c} {s}" for s in SHAPES for c in COLORS]
     raise ValueError(f"label_set must be one of {LABEL_SETS}, got {label_set!r}")
+
+
+def shape_of_category() -> dict[int, int]:
+    """``shape_colour`` category id -> ``shape`` category id (a shape × colour detector read as a shape one)."""
+    shapes = category_names("shape")
+    return {i + 1: shapes.index(name.split()[1]) + 1 for i, name in enumerate(category_names("shape_colour"))}
 
 
 def _category(obj: dict, label_set: str, names: list[str]) -> int:

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from train_fixtures import text_side  # noqa: F401
 
 pytest.importorskip("pycocotools")
 
@@ -35,6 +36,28 @@ def test_shuffled_boxes_score_near_zero():
     wrong_class = [{**d, "category_id": d["category_id"] % 4 + 1} for d in dets]  # right boxes, wrong classes
     assert coco_ap(gt, wrong_class) == {"AP": 0.0, "AP50": 0.0}
     assert coco_ap(gt, []) == {"AP": 0.0, "AP50": 0.0}
+
+
+def test_colour_mistakes_cost_shape_colour_ap_but_not_the_merged_shape_ap():
+    from icmlm_zoo.analysis.detection_scenes import coco_ap, coco_dataset, detection_scenes, shape_of_category
+
+    gt = coco_dataset(detection_scenes(40, seed=5, size=64, label_set="shape_colour"), "shape_colour")
+    shape_gt = coco_dataset(detection_scenes(40, seed=5, size=64, label_set="shape"), "shape")
+    to_shape = shape_of_category()
+    assert to_shape[1] == 1 and to_shape[7] == 2 and set(to_shape.values()) == {1, 2, 3, 4}
+    recoloured = [{**d, "category_id": (d["category_id"] - 1) // 6 * 6 + d["category_id"] % 6 + 1}  # next colour
+                  for d in _perfect(gt)]
+    assert coco_ap(gt, recoloured)["AP"] == 0.0
+    merged = [{**d, "category_id": to_shape[d["category_id"]]} for d in recoloured]
+    assert coco_ap(shape_gt, merged) == {"AP": 1.0, "AP50": 1.0}
+    # one box per colour on each object (what per-class NMS leaves): merged without NMS they are duplicates
+    from icmlm_zoo.analysis.transfer_detection import merge_classes
+
+    scores = np.random.default_rng(0).uniform(0.1, 1.0, size=2 * len(recoloured))
+    doubled = [{**d, "score": float(sc)} for d, sc in zip(_perfect(gt) + recoloured, scores)]
+    naive = [{**d, "category_id": to_shape[d["category_id"]]} for d in doubled]
+    assert coco_ap(shape_gt, naive)["AP"] < 1.0
+    assert coco_ap(shape_gt, merge_classes(doubled, to_shape)) == {"AP": 1.0, "AP50": 1.0}
 
 
 def test_half_the_objects_found_scores_about_half():
@@ -98,3 +121,30 @@ def test_shifted_scenes_keep_labels_and_move_boxes_onto_the_objects():
             cx, cy = int((x0 + x1) / 2), int((y0 + y1) / 2)
             assert np.abs(arr[cy, cx] - COLORS[obj["color"]]).max() < 40  # the object's colour at its box centre
         assert not np.array_equal(np.asarray(p["image"]), np.asarray(s["image"]))
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("text_side")  # the real MiniLM, loaded once per session
+def test_transfer_quick_path_end_to_end_and_resumes(tmp_path):
+    from icmlm_zoo.analysis.cli import main as eval_main
+    from icmlm_zoo.analysis.transfer import PRETRAININGS
+
+    out = tmp_path / "transfer"
+    assert eval_main(["transfer", "--quick", "--out", str(out)]) == 0
+    res = json.loads((out / "transfer.json").read_text())
+    tasks = {"detection shape", "detection shape_colour", "binding (fine-tuned)", "binding (frozen)"}
+    assert {(r["pretraining"], r["task"], r["budget"]) for r in res["records"]} == {
+        (p, t, b) for p in PRETRAININGS for t in tasks for b in (8, 16)}
+    for r in res["records"]:
+        keys = ("AP", "AP50", "AP_shifted", "AP50_shifted") if r["task"].startswith("detection") else ("acc",
+                                                                                                      "acc_shifted")
+        assert all(0.0 <= r["metrics"][k] <= 1.0 for k in keys), r
+        assert r["seed"] == 0 and r["cpu_s"] > 0
+    assert res["rows"]["detection shape"]["8"]["random init"]["AP"][2] == 1  # mean, std, seeds
+    md = (out / "transfer.md").read_text()
+    assert "QUICK" in md and "| random init |" in md and "| TP_postag |" in md and "Targets" in md
+    # every record is reused: a second call fine-tunes nothing and rewrites the same table
+    before = {p: p.stat().st_mtime for p in (out / "records").glob("*.json")}
+    assert eval_main(["transfer", "--quick", "--out", str(out)]) == 0
+    assert {p: p.stat().st_mtime for p in (out / "records").glob("*.json")} == before
+    assert json.loads((out / "transfer.json").read_text())["rows"] == res["rows"]

@@ -45,17 +45,20 @@ def freeze_batchnorm(module: nn.Module) -> nn.Module:
 
 
 def resnet_fpn_backbone(trunk: nn.Module, *, trainable_layers: int = 3,
-                        returned_layers: Sequence[int] = (1, 2, 3, 4), out_channels: int = 256) -> BackboneWithFPN:
+                        returned_layers: Sequence[int] = (1, 2, 3, 4), out_channels: int = 256,
+                        freeze_bn: bool = True) -> BackboneWithFPN:
     """Wrap a timm/torchvision ResNet trunk (``conv1, bn1, layer1..4``) into an FPN backbone.
 
-    Batch norm is frozen; only the last ``trainable_layers`` stages (0-5, as torchvision) get gradients.
+    Batch norm is frozen (``freeze_bn=False`` keeps it trainable, as torchvision does for a trunk trained from
+    scratch); only the last ``trainable_layers`` stages (0-5, as torchvision) get gradients.
     """
     if not hasattr(trunk, "layer4"):
         raise ValueError(f"{type(trunk).__name__} is not a ResNet trunk (no layer1..layer4); the FPN recipe "
                          "needs icmlm_resnet* backbones")
     if not 0 <= trainable_layers <= 5:
         raise ValueError(f"trainable_layers must be in 0..5, got {trainable_layers}")
-    trunk = freeze_batchnorm(trunk)
+    if freeze_bn:
+        trunk = freeze_batchnorm(trunk)
     train = _TRAINABLE_ORDER[:trainable_layers]
     for name, p in trunk.named_parameters():
         p.requires_grad_(any(name.startswith(t + ".") for t in train))
