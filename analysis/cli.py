@@ -16,8 +16,18 @@ import sys
 import textwrap
 from pathlib import Path
 
+import torch
+
 from icmlm_zoo.cli_support import HelpFormatter, MissingExtraError, add_version, require_extras
 from icmlm_zoo.errors import IcmlmZooError
+from icmlm_zoo.evaluation import linear_probe as lp
+from icmlm_zoo.evaluation import voc07
+from icmlm_zoo.evaluation.reporting import markdown_table, write_results
+
+from . import binding_diagnosis, fidelity, grounding
+from . import compare as cmp
+from .attention_maps import attention_maps
+from .pointing_game import run_pointing_game
 
 # optional modules each command needs, checked before any model is loaded: (extra, modules)
 NEEDS = {"voc07": [("eval", ["sklearn"])], "linear": [], "compare": [("eval", ["sklearn", "matplotlib"])],
@@ -30,8 +40,6 @@ NEEDS = {"voc07": [("eval", ["sklearn"])], "linear": [], "compare": [("eval", ["
 
 def resolve_device(device: str) -> str:
     """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; other values pass through (checked by torch)."""
-    import torch
-
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -123,7 +131,8 @@ def _add_run_commands(add) -> None:
             "[train] and [eval] extras")
     p.add_argument("--run", required=True, help="icmlm-train run folder")
     p.add_argument("--image", required=True, help="an image file (any size; shown whole, resized to the run's input)")
-    p.add_argument("--caption", required=True, help='a caption with one or more [MASK] words, e.g. "a man rides a [MASK]"')
+    p.add_argument("--caption", required=True,
+                   help='a caption with one or more [MASK] words, e.g. "a man rides a [MASK]"')
     p.add_argument("--checkpoint", default="last", help="'last', a step number or a checkpoint file")
     p.add_argument("--topk", type=int, default=5, help="predicted words listed per [MASK]")
     p.add_argument("--out", default="eval_results/attention", help="folder for the PNGs and the JSON")
@@ -137,8 +146,7 @@ def _add_run_commands(add) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N")
     p.add_argument("--out", default="eval_results/grounding", help="folder for grounding.json and grounding.md")
 
-    from .binding_diagnosis import MASK_SETS
-
+    mask_sets = binding_diagnosis.MASK_SETS
     p = add("binding-diagnosis", "where binding is lost: what the frozen text state and the trunk's cells can tell, "
             "and what fresh fusion heads learn on the run's frozen features from single, every-colour and mixed "
             "masks; needs the [train] and [eval] extras")
@@ -147,7 +155,7 @@ def _add_run_commands(add) -> None:
     p.add_argument("--train-scenes", type=int, default=9600, help="training scenes the fresh heads learn from")
     p.add_argument("--num-scenes", type=int, default=400, help="held-out scenes they are scored on")
     p.add_argument("--steps", type=int, default=2000, help="training steps of each fresh head")
-    p.add_argument("--masks", nargs="+", default=list(MASK_SETS), choices=MASK_SETS,
+    p.add_argument("--masks", nargs="+", default=list(mask_sets), choices=mask_sets,
                    help="mask sets to train fresh heads on")
     p.add_argument("--seed", type=int, default=0, help="seed of the held-out scenes, the masks and the heads")
     p.add_argument("--trunk", default=None, help="another run folder whose trunk to use instead (e.g. a TP-only "
@@ -184,8 +192,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _voc07(args: argparse.Namespace) -> tuple[str, dict, str]:
-    from icmlm_zoo.evaluation import voc07
-
     cache = args.cache_dir or str(Path(args.out) / "cache")
     result = voc07.run_voc07(args.model, args.data, arch=args.arch, stage=args.stage, image_size=args.image_size,
                              batch_size=args.batch_size, costs=tuple(args.costs or voc07.DEFAULT_COSTS),
@@ -194,8 +200,6 @@ def _voc07(args: argparse.Namespace) -> tuple[str, dict, str]:
 
 
 def _linear(args: argparse.Namespace) -> tuple[str, dict, str]:
-    from icmlm_zoo.evaluation import linear_probe as lp
-
     cfg = lp.ProbeConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                          stage=args.stage, image_size=args.image_size, seed=args.seed, num_workers=args.workers)
     result = lp.run_linear_probe(args.model, args.data, args.out, val_data=args.val_data, arch=args.arch,
@@ -204,8 +208,6 @@ def _linear(args: argparse.Namespace) -> tuple[str, dict, str]:
 
 
 def _compare(args: argparse.Namespace) -> tuple[str, dict, str]:
-    from . import compare as cmp
-
     result = cmp.compare(args.models, num_train=args.num_train, num_test=args.num_test, image_size=args.image_size,
                          stage=args.stage, seed=args.seed, pointing=not args.no_pointing,
                          pointing_scenes=args.pointing_scenes, batch_size=args.batch_size, device=args.device,
@@ -215,21 +217,16 @@ def _compare(args: argparse.Namespace) -> tuple[str, dict, str]:
 
 
 def _pointing(args: argparse.Namespace) -> tuple[str, dict, str]:
-    from .pointing_game import run_pointing_game
-
     result = run_pointing_game(args.run, num_scenes=args.num_scenes, image_size=args.image_size, seed=args.seed,
                                checkpoint=args.checkpoint, tolerance=args.tolerance)
     result["run"] = args.run
-    table = (f"# Pointing game — `{args.run}`\n\n| pointing acc (%) | chance (%) | masked shape top-1 (%) | "
-             f"scenes |\n|---:|---:|---:|---:|\n| {100 * result['pointing_acc']:.1f} | "
-             f"{100 * result['pointing_chance']:.1f} | {100 * result['masked_shape_top1']:.1f} | "
-             f"{result['n_masked']} |\n")
-    return "pointing", result, table
+    row = (f"{100 * result['pointing_acc']:.1f}", f"{100 * result['pointing_chance']:.1f}",
+           f"{100 * result['masked_shape_top1']:.1f}", result["n_masked"])
+    table = markdown_table(("pointing acc (%)", "chance (%)", "masked shape top-1 (%)", "scenes"), [row], "rrrr")
+    return "pointing", result, "\n".join([f"# Pointing game — `{args.run}`", "", *table]) + "\n"
 
 
 def _attention(args: argparse.Namespace) -> None:
-    from .attention_maps import attention_maps
-
     result = attention_maps(args.run, args.image, args.caption, args.out, checkpoint=args.checkpoint, topk=args.topk)
     for m, fig in zip(result["masks"], result["figures"]):
         words = ", ".join(f"{t} {p:.2f}" for t, p in zip(m["topk_tokens"], m["topk_probs"]))
@@ -237,29 +234,23 @@ def _attention(args: argparse.Namespace) -> None:
 
 
 def _grounding(args: argparse.Namespace) -> tuple[str, dict, str]:
-    from .grounding import markdown, run_grounding
-
-    result = {"run": args.run, **run_grounding(args.run, num_scenes=args.num_scenes, seed=args.seed,
+    result = {"run": args.run, **grounding.run_grounding(args.run, num_scenes=args.num_scenes, seed=args.seed,
                                                checkpoint=args.checkpoint, device=args.device)}
-    return "grounding", result, markdown(result)
+    return "grounding", result, grounding.markdown(result)
 
 
 def _binding_diagnosis(args: argparse.Namespace) -> tuple[str, dict, str]:
-    from .binding_diagnosis import markdown, run_binding_diagnosis
-
-    result = {"run": args.run, **run_binding_diagnosis(
+    result = {"run": args.run, **binding_diagnosis.run_binding_diagnosis(
         args.run, train_scenes=args.train_scenes, test_scenes=args.num_scenes, steps=args.steps,
         mask_sets=tuple(args.masks), seed=args.seed, checkpoint=args.checkpoint, trunk=args.trunk,
         from_run_head=args.start_from_run_head, batch_size=args.batch_size, binding_share=args.binding_share,
         device=args.device, quick=args.quick)}
-    return "binding_diagnosis", result, markdown(result)
+    return "binding_diagnosis", result, binding_diagnosis.markdown(result)
 
 
 def _fidelity(args: argparse.Namespace) -> None:
-    from .fidelity import markdown, run_fidelity
-
-    result = run_fidelity(args.out, seeds=args.seeds, quick=args.quick, overrides=args.set)
-    print(markdown(result))
+    result = fidelity.run_fidelity(args.out, seeds=args.seeds, quick=args.quick, overrides=args.set)
+    print(fidelity.markdown(result))
     print(f"wrote {Path(args.out) / 'fidelity.json'} and {Path(args.out) / 'fidelity.md'}")
 
 
@@ -270,8 +261,6 @@ COMMANDS = {"voc07": _voc07, "linear": _linear, "compare": _compare, "probes": _
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from icmlm_zoo.evaluation.reporting import write_results
-
     made = COMMANDS[args.command](args)
     if made is not None:
         name, result, table = made
