@@ -6,7 +6,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from icmlm_zoo.training.attention_figure import render, upsample  # noqa: F401  (upsample: public here too)
+from icmlm_zoo.training.inference import load_run
+
+from .pointing_game import run_predictor
 
 
 def attention_maps(run_dir: str, image_path: str | Path, caption: str, out_dir: str | Path, *,
@@ -14,22 +19,14 @@ def attention_maps(run_dir: str, image_path: str | Path, caption: str, out_dir: 
     """Predict the masked words of ``caption`` for one image with a training run and write PNGs + JSON.
 
     The whole image is resized to the run's square input (no crop), so the map covers the full image."""
-    from PIL import Image
-
     if "[MASK]" not in caption:
         raise ValueError(f"the caption must contain at least one [MASK] word, e.g. 'a man rides a [MASK]'; "
                          f"got {caption!r}")
     if not Path(image_path).is_file():
         raise FileNotFoundError(f"image {image_path} does not exist")
-    try:
-        from icmlm_zoo.training.inference import load_run
-    except ImportError as exc:  # pragma: no cover
-        raise RuntimeError(f"attention maps need icmlm_zoo.training.inference (load_run, predict_masked): {exc}") from exc
     run = load_run(run_dir, checkpoint=checkpoint)
     with Image.open(image_path) as im:
         image = im.convert("RGB")
-    from .pointing_game import run_predictor
-
     masks = run_predictor(run, topk=topk)([image], [caption])[0]["masks"]
     stem = Path(image_path).stem
     pngs = render(image, caption, masks, out_dir, prefix=f"{stem}_attention")

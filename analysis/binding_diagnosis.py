@@ -25,6 +25,19 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
+
+from icmlm_zoo.evaluation.reporting import markdown_table
+from icmlm_zoo.training.backbones import create_backbone
+from icmlm_zoo.training.data.synthetic import SyntheticScenes, blind_chance
+from icmlm_zoo.training.inference import encode_masked_captions, load_run
+from icmlm_zoo.transforms import eval_transform
+
+from .fresh_heads import train_fresh_head
+from .grounding import binding_items, visual_word_items
+from .scene_probes import held_out_scenes
+
+# sklearn (the [eval] extra) is imported inside the probe functions: the rest needs only the trainer
 
 __all__ = ["text_probe", "trunk_probe", "encode_items", "run_binding_diagnosis", "markdown"]
 
@@ -70,7 +83,8 @@ def trunk_probe(train: list[dict], test: list[dict]) -> dict[str, float]:
     return out
 
 
-def _cell(box, size: int, h: int, w: int) -> tuple[int, int]:
+def _feature_cell(box, size: int, h: int, w: int) -> tuple[int, int]:
+    """(row, col) of the ``h x w`` feature cell under the centre of ``box`` in a ``size``-pixel image."""
     x0, y0, x1, y1 = box
     return min(h - 1, int((y0 + y1) / 2 * h // size)), min(w - 1, int((x0 + x1) / 2 * w // size))
 
@@ -79,19 +93,16 @@ def encode_items(run, items: list[dict], batch_size: int = 64) -> list[dict]:
     """Frozen trunk maps and text states of grounding items (``visual_word_items`` / ``binding_items``): per
     item the map (C, h, w), the caption's states (L, width, float16), mask positions, target ids, each mask's
     state and named shape (binding items), and the feature cell under each object."""
-    import torch
-    from .pointing_game import full_view_transform
-    tf, tok, model = full_view_transform(run), run.tokenizer, run.model
+    tf, tok, model = eval_transform(run.data_config, full_view=True), run.tokenizer, run.model
     out = []
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
-        enc = tok([it["caption"] for it in chunk], padding=True, return_tensors="pt")
+        input_ids, attention, _ = encode_masked_captions(tok, [it["caption"] for it in chunk], max_length=None)
         with torch.no_grad():
             fmap = model.features(torch.stack([tf(it["image"]) for it in chunk]).to(run.device)).float().cpu()
-            text = model.encode_text(enc["input_ids"].to(run.device),
-                                     enc["attention_mask"].to(run.device)).float().cpu()
+            text = model.encode_text(input_ids.to(run.device), attention.to(run.device)).float().cpu()
         for j, it in enumerate(chunk):
-            ids, length = enc["input_ids"][j], int(enc["attention_mask"][j].sum())
+            ids, length = input_ids[j], int(attention[j].sum())
             pos = (ids == tok.mask_token_id).nonzero()[:, 0]
             targets = tok.convert_tokens_to_ids(it["targets"])
             if len(pos) != len(targets):  # a target split into several wordpieces: not scored
@@ -100,7 +111,7 @@ def encode_items(run, items: list[dict], batch_size: int = 64) -> list[dict]:
                 pos, targets = pos[:1], targets[:1]
             objects = it["objects"]
             h, w = fmap.shape[-2:]
-            cells = [_cell(o["box"], it["image"].size[0], h, w) for o in objects]
+            cells = [_feature_cell(o["box"], it["image"].size[0], h, w) for o in objects]
             by_color = {o["color"]: o["shape"] for o in objects}
             out.append({"fmap": fmap[j], "text": text[j, :length].half(), "positions": pos,
                         "targets": torch.tensor(targets),
@@ -113,10 +124,6 @@ def encode_items(run, items: list[dict], batch_size: int = 64) -> list[dict]:
 
 def _swap_trunk(run, trunk: str, seed: int) -> None:
     """Put another run's last trunk (or a random one, ``trunk="random"``) into ``run``'s model."""
-    import torch
-    from icmlm_zoo.training.backbones import create_backbone
-    from icmlm_zoo.training.inference import load_run
-
     if trunk == "random":
         torch.manual_seed(seed)
         backbone = create_backbone(run.config.model.backbone)
@@ -142,13 +149,6 @@ def run_binding_diagnosis(run_dir: str, *, train_scenes: int = 9600, test_scenes
     random init (is the trained head stuck, or does it learn binding as fast?). ``binding_share``: the share of
     binding items in each ``mix`` batch (default: their share of the two pools), e.g. the share a training
     run's masks give, to ask whether that dose teaches binding at all."""
-    from icmlm_zoo.training.data.synthetic import SyntheticScenes
-    from icmlm_zoo.training.inference import load_run
-
-    from .fresh_heads import train_fresh_head
-    from .grounding import binding_items, visual_word_items
-    from .synthetic_probes import held_out_scenes
-
     if quick:
         train_scenes, test_scenes, steps = 120, 40, 10
     if binding_share is not None and not 0.0 <= binding_share <= 1.0:
@@ -179,7 +179,7 @@ def run_binding_diagnosis(run_dir: str, *, train_scenes: int = 9600, test_scenes
                               "test_scenes": test_scenes, "steps": steps,
                               "binding_bag_of_colors": float(np.mean([1.0 / d["n_objects"] for d in tests["binding"]
                                                                       for _ in d["targets"]])),
-                              "binding_chance": 1.0 / 6}
+                              "binding_chance": blind_chance("color")}
     result.update(text_probe(cache["binding"], tests["binding"]))
     result.update(trunk_probe(cache["single"], tests["visual"]))
     result["head_init"] = "the run's head" if from_run_head else "random"
@@ -197,24 +197,23 @@ def markdown(result: dict[str, Any]) -> str:
     r = result
     own = r.get("head_init") == "the run's head"
     share = "" if r.get("binding_share") is None else f"; binding items {pct(r['binding_share'])} % of each mix batch"
+    parts = [("text", "named object's shape from the mask state", pct(r["text_named_shape"]),
+              f"{pct(r['text_named_shape_majority'])} (majority)")]
+    parts += [("trunk", f"{word} from the object's cell, 1 object / 2-3 objects",
+               f"{pct(r[f'trunk_{attr}_one_object'])} / {pct(r[f'trunk_{attr}_multi_object'])}", "–")
+              for attr, word in (("color", "colour"), ("shape", "shape"))]
+    start = next(iter(r["heads"].values()))["curve"][0]  # step 0: the control of every row
+    heads = [(f"nothing ({'the run’s head' if own else 'the untrained head'})", pct(start["binding"]), "–",
+              pct(start["visual"]), pct(start["pointing"]))]
+    heads += [(f"{name} masks", pct(h["binding"]), pct(h["binding_shuffled"]), pct(h["visual"]), pct(h["pointing"]))
+              for name, h in r["heads"].items()]
     lines = [f"# Binding diagnosis — `{r.get('run', '')}` (step {r['step']}, {r['fusion']}; trunk: {r['trunk']})", "",
-             "| part | measure | score (%) | control (%) |", "|---|---|---:|---:|",
-             f"| text | named object's shape from the mask state | {pct(r['text_named_shape'])} | "
-             f"{pct(r['text_named_shape_majority'])} (majority) |",
-             f"| trunk | colour from the object's cell, 1 object / 2-3 objects | {pct(r['trunk_color_one_object'])} / "
-             f"{pct(r['trunk_color_multi_object'])} | – |",
-             f"| trunk | shape from the object's cell, 1 object / 2-3 objects | {pct(r['trunk_shape_one_object'])} / "
-             f"{pct(r['trunk_shape_multi_object'])} | – |", "",
+             *markdown_table(("part", "measure", "score (%)", "control (%)"), parts, "llrr"), "",
              f"{'Copies of the run’s' if own else 'Fresh'} {r['fusion']} heads on the frozen features "
              f"({r['steps']} steps of {r.get('batch_size', 64)} items, {r['train_scenes']} training scenes, "
              f"{r['test_scenes']} held-out{share}):", "",
-             "| trained on | binding | … shuffled images | visual words | pointing |", "|---|---:|---:|---:|---:|"]
-    start = next(iter(r["heads"].values()))["curve"][0]  # step 0: the control of every row
-    lines.append(f"| nothing ({'the run’s head' if own else 'the untrained head'}) | {pct(start['binding'])} | – | "
-                 f"{pct(start['visual'])} | {pct(start['pointing'])} |")
-    for name, h in r["heads"].items():
-        lines.append(f"| {name} masks | {pct(h['binding'])} | {pct(h['binding_shuffled'])} | {pct(h['visual'])} | "
-                     f"{pct(h['pointing'])} |")
+             *markdown_table(("trained on", "binding", "… shuffled images", "visual words", "pointing"), heads,
+                             "lrrrr")]
     lines += ["", f"A bag of colours scores about {pct(r['binding_bag_of_colors'])} on binding; chance "
                   f"{pct(r['binding_chance'])}."]
     return "\n".join(lines) + "\n"

@@ -21,6 +21,9 @@ from icmlm_zoo.errors import IcmlmZooError
 from icmlm_zoo.evaluation.heartbeat import Heartbeat
 from icmlm_zoo.evaluation.outputs import add_output_args, prepare_output
 
+# The commands' modules (torch, numpy, the trainer, the [eval] extra's sklearn/matplotlib) are imported inside the
+# command functions, not here: -h and --version answer without torch (laziness is the point of this module).
+
 # optional modules each command needs, checked before any model is loaded: (extra, modules)
 NEEDS = {"voc07": [("eval", ["sklearn"])], "linear": [], "compare": [("eval", ["sklearn", "matplotlib"])],
          "probes": [("eval", ["sklearn", "matplotlib"])], "pointing": [("train", ["transformers", "yaml"])],
@@ -39,7 +42,6 @@ MASK_SETS = ("single", "binding", "mix")
 def resolve_device(device: str) -> str:
     """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; other values pass through (checked by torch)."""
     import torch
-
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -175,7 +177,7 @@ def _add_run_commands(add) -> None:
     p.add_argument("--quick", action="store_true", help="a smoke run with a tiny budget (not a result)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides for every variant")
 
-    from .transfer import add_arguments as add_transfer_arguments  # light: argparse only
+    from .transfer_args import add_arguments as add_transfer_arguments  # light: argparse only
     add_transfer_arguments(add("transfer", "fine-tuning transfer of the fidelity pretrainings and random init: Faster "
                                "R-CNN (COCO AP) and a scene classification on held-out and shifted scenes"))
 
@@ -199,7 +201,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _voc07(args: argparse.Namespace) -> tuple[str, dict, str]:
     from icmlm_zoo.evaluation import voc07
-
     cache = args.cache_dir or str(Path(args.out) / "cache")
     result = voc07.run_voc07(args.model, args.data, arch=args.arch, stage=args.stage, image_size=args.image_size,
                              batch_size=args.batch_size, costs=tuple(args.costs or voc07.DEFAULT_COSTS),
@@ -209,7 +210,6 @@ def _voc07(args: argparse.Namespace) -> tuple[str, dict, str]:
 
 def _linear(args: argparse.Namespace) -> tuple[str, dict, str]:
     from icmlm_zoo.evaluation import linear_probe as lp
-
     cfg = lp.ProbeConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                          stage=args.stage, image_size=args.image_size, seed=args.seed, num_workers=args.workers)
     result = lp.run_linear_probe(args.model, args.data, args.out, val_data=args.val_data, arch=args.arch,
@@ -219,7 +219,6 @@ def _linear(args: argparse.Namespace) -> tuple[str, dict, str]:
 
 def _compare(args: argparse.Namespace) -> tuple[str, dict, str]:
     from . import compare as cmp
-
     result = cmp.compare(args.models, num_train=args.num_train, num_test=args.num_test, image_size=args.image_size,
                          stage=args.stage, seed=args.seed, pointing=not args.no_pointing,
                          pointing_scenes=args.pointing_scenes, batch_size=args.batch_size, device=args.device,
@@ -229,21 +228,20 @@ def _compare(args: argparse.Namespace) -> tuple[str, dict, str]:
 
 
 def _pointing(args: argparse.Namespace) -> tuple[str, dict, str]:
-    from .pointing_game import run_pointing_game
+    from icmlm_zoo.evaluation.reporting import markdown_table
 
+    from .pointing_game import run_pointing_game
     result = run_pointing_game(args.run, num_scenes=args.num_scenes, image_size=args.image_size, seed=args.seed,
                                checkpoint=args.checkpoint, tolerance=args.tolerance)
     result["run"] = args.run
-    table = (f"# Pointing game — `{args.run}`\n\n| pointing acc (%) | chance (%) | masked shape top-1 (%) | "
-             f"scenes |\n|---:|---:|---:|---:|\n| {100 * result['pointing_acc']:.1f} | "
-             f"{100 * result['pointing_chance']:.1f} | {100 * result['masked_shape_top1']:.1f} | "
-             f"{result['n_masked']} |\n")
-    return "pointing", result, table
+    row = (f"{100 * result['pointing_acc']:.1f}", f"{100 * result['pointing_chance']:.1f}",
+           f"{100 * result['masked_shape_top1']:.1f}", result["n_masked"])
+    table = markdown_table(("pointing acc (%)", "chance (%)", "masked shape top-1 (%)", "scenes"), [row], "rrrr")
+    return "pointing", result, "\n".join([f"# Pointing game — `{args.run}`", "", *table]) + "\n"
 
 
 def _attention(args: argparse.Namespace) -> None:
     from .attention_maps import attention_maps
-
     result = attention_maps(args.run, args.image, args.caption, args.out, checkpoint=args.checkpoint, topk=args.topk)
     for m, fig in zip(result["masks"], result["figures"]):
         words = ", ".join(f"{t} {p:.2f}" for t, p in zip(m["topk_tokens"], m["topk_probs"]))
@@ -251,29 +249,26 @@ def _attention(args: argparse.Namespace) -> None:
 
 
 def _grounding(args: argparse.Namespace) -> tuple[str, dict, str]:
-    from .grounding import markdown, run_grounding
-
-    result = {"run": args.run, **run_grounding(args.run, num_scenes=args.num_scenes, seed=args.seed,
+    from . import grounding
+    result = {"run": args.run, **grounding.run_grounding(args.run, num_scenes=args.num_scenes, seed=args.seed,
                                                checkpoint=args.checkpoint, device=args.device)}
-    return "grounding", result, markdown(result)
+    return "grounding", result, grounding.markdown(result)
 
 
 def _binding_diagnosis(args: argparse.Namespace) -> tuple[str, dict, str]:
-    from .binding_diagnosis import markdown, run_binding_diagnosis
-
-    result = {"run": args.run, **run_binding_diagnosis(
+    from . import binding_diagnosis
+    result = {"run": args.run, **binding_diagnosis.run_binding_diagnosis(
         args.run, train_scenes=args.train_scenes, test_scenes=args.num_scenes, steps=args.steps,
         mask_sets=tuple(args.masks), seed=args.seed, checkpoint=args.checkpoint, trunk=args.trunk,
         from_run_head=args.start_from_run_head, batch_size=args.batch_size, binding_share=args.binding_share,
         device=args.device, quick=args.quick)}
-    return "binding_diagnosis", result, markdown(result)
+    return "binding_diagnosis", result, binding_diagnosis.markdown(result)
 
 
 def _fidelity(args: argparse.Namespace) -> None:
-    from .fidelity import markdown, run_fidelity
-
-    result = run_fidelity(args.out, seeds=args.seeds, quick=args.quick, overrides=args.set)
-    print(markdown(result))
+    from . import fidelity
+    result = fidelity.run_fidelity(args.out, seeds=args.seeds, quick=args.quick, overrides=args.set)
+    print(fidelity.markdown(result))
     print(f"wrote {Path(args.out) / 'fidelity.json'} and {Path(args.out) / 'fidelity.md'}")
 
 
@@ -291,7 +286,6 @@ COMMANDS = {"voc07": _voc07, "linear": _linear, "compare": _compare, "probes": _
 
 def _dispatch(args: argparse.Namespace) -> int:
     from icmlm_zoo.evaluation.reporting import write_results
-
     made = COMMANDS[args.command](args)
     if made is not None:
         name, result, table = made

@@ -5,11 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from icmlm_zoo.evaluation.model_loading import describe
+from icmlm_zoo.backbone_factory import describe, source_of
+from icmlm_zoo.cli_support import require_extras
+from icmlm_zoo.evaluation.reporting import markdown_table
 
-PROBE_COLUMNS = [("shape_presence_mAP", "shape pres. mAP"), ("color_presence_mAP", "colour pres. mAP"),
-                 ("largest_shape_acc", "largest shape acc"), ("largest_color_acc", "largest colour acc"),
-                 ("count_acc", "count acc")]
+from .pointing_game import run_pointing_game
+from .scene_probes import COMPARE_TASKS, run_probes
+
+# matplotlib (the [eval] extra) is imported inside plot(): the table needs only the probes
+
+COMPARE_COLUMNS = [(t.key, t.label) for t in COMPARE_TASKS]  # the probe columns of the table and the figure
 POINTING_COLUMNS = [("pointing_acc", "pointing acc"), ("masked_shape_top1", "masked shape top-1")]
 
 
@@ -31,20 +36,14 @@ def parse_models(items: Sequence[str]) -> list[tuple[str, str]]:
 
 
 def _is_run(spec: str) -> bool:
-    from icmlm_zoo.evaluation.model_loading import _find_weights, _is_run_dir
-
-    p = Path(spec)
-    return p.is_dir() and _find_weights(p) is None and _is_run_dir(p)
+    """A folder a backbone source reads (an icmlm-train run), not a weight folder."""
+    return source_of(spec) is not None
 
 
 def compare(models: Sequence[str], *, num_train: int = 300, num_test: int = 200, image_size: int = 96,
             stage: int | str = -1, seed: int = 0, pointing: bool = True, pointing_scenes: int = 200,
             batch_size: int = 32, device: str = "cpu", arch: str | None = None) -> dict[str, Any]:
     """Run the held-out probes (every model) and the pointing game (training runs) with the same fixed seeds."""
-    from icmlm_zoo.cli_support import require_extras
-
-    from .synthetic_probes import run_probes
-
     parsed = parse_models(models)
     require_extras("the held-out probes", ["eval"], ["sklearn"])  # before any feature extraction
     if pointing and any(_is_run(spec) for _, spec in parsed):
@@ -56,13 +55,23 @@ def compare(models: Sequence[str], *, num_train: int = 300, num_test: int = 200,
         chance = res["chance"]
         row = {"label": label, "model": spec, "arch": res["arch"], "stage": res["stage"], **res["metrics"]}
         if pointing and _is_run(spec):
-            from .pointing_game import run_pointing_game
-
             pg = run_pointing_game(spec, num_scenes=pointing_scenes, seed=seed)
             row.update({k: pg[k] for k in ("pointing_acc", "pointing_chance", "masked_shape_top1", "n_masked")})
         rows.append(row)
     return {"task": "heldout_probes", "rows": rows, "chance": chance, "seed": seed, "num_train": num_train,
             "num_test": num_test, "image_size": image_size, "stage": str(stage), "pointing_scenes": pointing_scenes}
+
+
+def _columns_and_chance(result: dict[str, Any]) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+    """The columns (pointing ones only when some row has them) and the chance levels (pointing: the rows' mean)."""
+    cols = list(COMPARE_COLUMNS)
+    if any("pointing_acc" in r for r in result["rows"]):
+        cols += POINTING_COLUMNS
+    chance = dict(result.get("chance") or {})
+    pcs = [r["pointing_chance"] for r in result["rows"] if r.get("pointing_chance") is not None]
+    if pcs:
+        chance["pointing_acc"] = sum(pcs) / len(pcs)
+    return cols, chance
 
 
 def _fmt(v: Any) -> str:
@@ -71,20 +80,12 @@ def _fmt(v: Any) -> str:
 
 def markdown(result: dict[str, Any]) -> str:
     """The comparison table (percentages), with a chance row; pointing columns only when some row has them."""
-    cols = list(PROBE_COLUMNS)
-    if any("pointing_acc" in r for r in result["rows"]):
-        cols += POINTING_COLUMNS
-    head = "| model | arch | " + " | ".join(name for _, name in cols) + " |"
+    cols, chance = _columns_and_chance(result)
+    rows = [(r["label"], r["arch"], *(_fmt(r.get(k)) for k, _ in cols)) for r in result["rows"]]
+    rows.append(("*chance*", "", *(_fmt(chance.get(k)) for k, _ in cols)))
     lines = [f"# Held-out probes on generated scenes (seed {result['seed']}, {result['num_train']} train / "
-             f"{result['num_test']} test scenes, {result['image_size']} px)", "", head,
-             "|---|---|" + "---:|" * len(cols)]
-    for r in result["rows"]:
-        lines.append(f"| {r['label']} | {r['arch']} | " + " | ".join(_fmt(r.get(k)) for k, _ in cols) + " |")
-    chance = dict(result.get("chance") or {})
-    pcs = [r["pointing_chance"] for r in result["rows"] if r.get("pointing_chance") is not None]
-    if pcs:
-        chance["pointing_acc"] = sum(pcs) / len(pcs)
-    lines.append("| *chance* | | " + " | ".join(_fmt(chance.get(k)) for k, _ in cols) + " |")
+             f"{result['num_test']} test scenes, {result['image_size']} px)", "",
+             *markdown_table(("model", "arch", *(name for _, name in cols)), rows, "ll" + "r" * len(cols))]
     lines += ["", "Presence: mean AP over labels (logistic regression per label); attributes and count: accuracy "
               "(multinomial logistic regression); pointing: attention peak inside the masked object's box. "
               "Scenes are generated with held-out seeds never used for training."]
@@ -94,20 +95,12 @@ def markdown(result: dict[str, Any]) -> str:
 def plot(result: dict[str, Any], path: str | Path) -> Path:
     """The table as grouped bars (one group per metric, one bar per model, chance as a black tick), written to
     the PNG ``path`` with matplotlib's object API (the global backend is left as it is)."""
-    from icmlm_zoo.cli_support import require_extras
-
     require_extras("the comparison figure", ["eval"], ["matplotlib"])
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    cols = list(PROBE_COLUMNS)
-    if any("pointing_acc" in r for r in result["rows"]):
-        cols += POINTING_COLUMNS
+    cols, chance = _columns_and_chance(result)
     rows = result["rows"]
-    chance = dict(result.get("chance") or {})
-    pcs = [r["pointing_chance"] for r in rows if r.get("pointing_chance") is not None]
-    if pcs:
-        chance["pointing_acc"] = sum(pcs) / len(pcs)
     fig = Figure(figsize=(max(6.0, 1.3 * len(cols) * max(1, len(rows)) ** 0.5 + 2), 4))
     FigureCanvasAgg(fig)
     ax = fig.subplots()

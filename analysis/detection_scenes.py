@@ -21,6 +21,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from icmlm_zoo.training.data.synthetic import COLORS, SHAPES, SyntheticScenes
+
+from .transfer_shift import shift_scene
+
+# pycocotools (the [eval] extra) is imported inside coco_ap only: writing scenes needs no optional extra
+
 __all__ = ["DETECTION_SEED_BASE", "LABEL_SETS", "category_names", "shape_of_category", "detection_scenes",
            "coco_dataset", "write_coco", "coco_ap"]
 
@@ -30,7 +36,6 @@ LABEL_SETS = ("shape", "shape_colour")
 
 def category_names(label_set: str) -> list[str]:
     """Class names of a label set, in category-id order (ids start at 1)."""
-    from icmlm_zoo.training.data.synthetic import COLORS, SHAPES
 
     if label_set == "shape":
         return list(SHAPES)
@@ -54,9 +59,7 @@ def detection_scenes(n_scenes: int, *, seed: int, size: int, label_set: str = "s
                      shifted: bool = False) -> list[dict[str, Any]]:
     """Scenes ``[{"image": PIL RGB, "boxes": (n, 4) float x0 y0 x1 y1, "labels": (n,) category ids,
     "objects": the generator's objects}]`` of held-out stream ``seed`` (see the module doc)."""
-    from icmlm_zoo.training.data.synthetic import SyntheticScenes
 
-    from .transfer_shift import shift_scene
 
     names = category_names(label_set)
     gen = SyntheticScenes(n_scenes, image_size=size, seed=DETECTION_SEED_BASE + seed)

@@ -3,9 +3,9 @@
 ``python -m icmlm_zoo.analysis.fidelity --out DIR [--quick]`` (also ``icmlm-eval fidelity``) trains, on the
 embedded scenes with the demo preset's budget and the same seeds, TP_postag, ICMLM att-fc + TP, ICMLM tfm + TP
 and ICMLM att-fc without TP; then scores every frozen backbone, a randomly initialised one and a feature-less
-guesser with the probes of :mod:`~icmlm_zoo.analysis.scene_probes` (presence, count, binding, relation) and
-the runs' masked-word heads with :mod:`~icmlm_zoo.analysis.grounding` (visual-word top-1 with real and with
-shuffled images, binding of masked colours, pointing). Writes ``DIR/fidelity.json`` and ``DIR/fidelity.md``
+guesser with the probes of :mod:`~icmlm_zoo.analysis.scene_probes` (``FIDELITY_TASKS``: presence, count, binding,
+relation) and the runs' masked-word heads with :mod:`~icmlm_zoo.analysis.grounding` (visual-word top-1 with real
+and with shuffled images, binding of masked colours, pointing). Writes ``DIR/fidelity.json`` and ``DIR/fidelity.md``
 (mean ± std over seeds). Runs and scores already in ``DIR`` are reused, so an interrupted experiment resumes
 and several processes (e.g. one per ``--seeds`` subset) can fill one folder before a last call writes the table.
 """
@@ -19,6 +19,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from icmlm_zoo.backbone_factory import load_backbone
+from icmlm_zoo.evaluation.reporting import markdown_table
+from icmlm_zoo.training.cli import main as train_main
+from icmlm_zoo.training.config import load_config
+from icmlm_zoo.training.data.synthetic import SyntheticScenes
+from icmlm_zoo.training.tags import mine_tags, write_tags
+
+from .grounding import run_grounding
+from .scene_probes import FIDELITY_TASKS, held_out_scenes, probe_chance, probe_scores, scene_features, scene_targets
+
 __all__ = ["VARIANTS", "run_fidelity", "markdown", "main"]
 
 VARIANTS: dict[str, list[str]] = {
@@ -30,19 +40,15 @@ VARIANTS: dict[str, list[str]] = {
 QUICK = ["train.max_steps=6", "train.batch_size=4", "data.synthetic.num_images=64", "data.synthetic.val_images=8",
          "run.ckpt_every=1000", "eval.max_batches=2", "model.attfc.hidden=64", "model.tfm.ff=64",
          "model.tfm.layers=1"]
-PROBE_COLUMNS = [("presence_mAP", "presence mAP"), ("count_acc", "count"), ("binding_acc", "binding"),
-                 ("relation_acc", "relation")]
 MLM_COLUMNS = [("visual_top1", "visual-word top-1"), ("visual_top1_shuffled", "… shuffled images"),
                ("binding_top1", "masked binding"), ("pointing", "pointing")]
 
 
-def _slug(name: str) -> str:
+def slug(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
 
 
-def _train(run_dir: Path, overrides: Sequence[str], tags_file: Path) -> None:
-    from icmlm_zoo.training.cli import main as train_main
-
+def train_run(run_dir: Path, overrides: Sequence[str], tags_file: Path) -> None:
     if (run_dir / "summary.json").is_file():
         return
     args = ["--preset", "demo", "--out", str(run_dir), "--set", "run.progress=false", "run.export.model=null",
@@ -53,12 +59,8 @@ def _train(run_dir: Path, overrides: Sequence[str], tags_file: Path) -> None:
         raise RuntimeError(f"training {run_dir} failed (see the messages above)")
 
 
-def _mine_tags(out: Path, overrides: Sequence[str], min_count: int | None = None) -> Path:
+def mine_demo_tags(out: Path, overrides: Sequence[str], min_count: int | None = None) -> Path:
     """One tag vocabulary for every run (mined from the demo's training captions as the demo does)."""
-    from icmlm_zoo.training.config import load_config
-    from icmlm_zoo.training.data.synthetic import SyntheticScenes
-    from icmlm_zoo.training.tags import mine_tags, write_tags
-
     path = out / "tags.txt"
     if not path.is_file():
         cfg = load_config("demo", None, list(overrides))
@@ -71,34 +73,24 @@ def _mine_tags(out: Path, overrides: Sequence[str], min_count: int | None = None
 
 
 def _probe_sets(num_train: int, num_test: int, image_size: int, seed: int):
-    from .scene_probes import scene_targets
-    from .synthetic_probes import held_out_scenes
-
     train, test = held_out_scenes(num_train, num_test, image_size, seed)
     return (train, scene_targets(train)), (test, scene_targets(test))
 
 
-def _score_backbone(model, sets, image_size: int, mean, std, seed: int) -> dict[str, float]:
-    from .scene_probes import backbone_features, probe_scores
-
+def _score_backbone(spec: str, sets, image_size: int, seed: int) -> dict[str, float]:
+    """The fidelity probes of one backbone (a run folder or ``random:NAME@SEED``): its final feature map, the
+    whole scene resized to ``image_size`` and normalised with the backbone's own mean/std."""
+    loaded = load_backbone(spec, image_size=image_size, full_view=True)
     (train, ttr), (test, tte) = sets
-    return probe_scores(backbone_features(model, train, image_size, mean, std), ttr,
-                        backbone_features(model, test, image_size, mean, std), tte, seed=seed)
+    feats = [scene_features(loaded.model, scenes, loaded.transform, flat=True, batch_size=64)
+             for scenes in (train, test)]
+    return probe_scores(feats[0], ttr, feats[1], tte, FIDELITY_TASKS, max_iter=500, seed=seed)
 
 
 def run_fidelity(out_dir: str | Path, *, seeds: Sequence[int] = (0, 1, 2), quick: bool = False,
                  overrides: Sequence[str] = (), num_train: int = 1500, num_test: int = 600,
                  grounding_scenes: int = 400) -> dict[str, Any]:
     """Train every variant for every seed (or reuse finished runs) and score them; returns the JSON result."""
-    import torch
-
-    from icmlm_zoo.training.backbones import create_backbone
-    from icmlm_zoo.training.config import load_config
-    from icmlm_zoo.training.inference import load_run
-
-    from .grounding import run_grounding
-    from .scene_probes import probe_chance
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     base = (QUICK if quick else []) + list(overrides)
@@ -106,32 +98,26 @@ def run_fidelity(out_dir: str | Path, *, seeds: Sequence[int] = (0, 1, 2), quick
         num_train, num_test, grounding_scenes = 80, 40, 16
     cfg = load_config("demo", None, base)
     size, backbone = cfg.data.image_size, cfg.model.backbone
-    tags = _mine_tags(out, base, min_count=2 if quick else None)  # the quick mode has 64 captions
+    tags = mine_demo_tags(out, base, min_count=2 if quick else None)  # the quick mode has 64 captions
     sets = _probe_sets(num_train, num_test, size, seed=0)
     t0 = time.time()
     rows: dict[str, list[dict[str, float]]] = {}
     for name, variant in VARIANTS.items():
         for seed in seeds:
-            run_dir = out / "runs" / f"{_slug(name)}-s{seed}"
-            _train(run_dir, [*base, *variant, f"run.seed={seed}"], tags)
+            run_dir = out / "runs" / f"{slug(name)}-s{seed}"
+            train_run(run_dir, [*base, *variant, f"run.seed={seed}"], tags)
             scores = run_dir / "fidelity_scores.json"  # scored once: a rerun (or a parallel one) reuses it
             if scores.is_file():
                 res = json.loads(scores.read_text())
             else:
-                run = load_run(run_dir)
-                mean, std = _default_norm(run.backbone_name)
-                res = _score_backbone(run.model.backbone, sets, size, mean, std, seed)
-                if run.model.fusion_kind is not None:
-                    g = run_grounding(str(run_dir), num_scenes=grounding_scenes, seed=seed)
-                    res.update({k: v for k, v in g.items() if isinstance(v, float)})
+                res = _score_backbone(str(run_dir), sets, size, seed)
+                g = run_grounding(str(run_dir), num_scenes=grounding_scenes, seed=seed)  # a TP-only run: no floats
+                res.update({k: v for k, v in g.items() if isinstance(v, float)})
                 scores.write_text(json.dumps(res, indent=2))
             rows.setdefault(name, []).append(res)
-    for seed in seeds:
-        torch.manual_seed(seed)
-        model = create_backbone(backbone)
-        mean, std = _default_norm(backbone)
-        rows.setdefault("random init", []).append(_score_backbone(model, sets, size, mean, std, seed))
-    chance = probe_chance(sets[0][1], sets[1][1])
+    for seed in seeds:  # the same weights as torch.manual_seed(seed) before creating the trunk
+        rows.setdefault("random init", []).append(_score_backbone(f"random:{backbone}@{seed}", sets, size, seed))
+    chance = probe_chance(sets[0][1], sets[1][1], FIDELITY_TASKS)
     mlm_chance = {k: v for k, v in rows["ICMLM att-fc + TP"][0].items()
                   if k in ("visual_chance", "binding_chance", "binding_bag_of_colors", "pointing_chance")}
     result = {"seeds": list(seeds), "quick": quick, "overrides": base, "image_size": size, "backbone": backbone,
@@ -143,37 +129,28 @@ def run_fidelity(out_dir: str | Path, *, seeds: Sequence[int] = (0, 1, 2), quick
     return result
 
 
-def _default_norm(backbone: str):
-    from icmlm_zoo.training.data.transforms import backbone_norm
-
-    n = backbone_norm(backbone)
-    return n["mean"], n["std"]
-
-
 def _mean_std(values: list[dict[str, float]]) -> dict[str, list[float]]:
     keys = sorted({k for v in values for k in v})
     return {k: [float(np.mean([v[k] for v in values if k in v])), float(np.std([v[k] for v in values if k in v]))]
             for k in keys}
 
 
-def _cell(ms: list[float] | None, pct: bool = True) -> str:
+def _mean_std_text(ms: list[float] | None) -> str:
+    """``mean ± std`` in percent, ``–`` when missing."""
     if ms is None or ms[0] != ms[0]:
         return "–"
-    f = 100.0 if pct else 1.0
-    return f"{f * ms[0]:.1f} ± {f * ms[1]:.1f}"
+    return f"{100 * ms[0]:.1f} ± {100 * ms[1]:.1f}"
 
 
 def markdown(result: dict[str, Any]) -> str:
     """The fidelity table (percentages, mean ± std over seeds) with random-init and chance rows."""
-    cols = PROBE_COLUMNS + MLM_COLUMNS
+    cols = [(t.key, t.label) for t in FIDELITY_TASKS] + MLM_COLUMNS
+    ch = result["chance"]
+    rows = [(name, *(_mean_std_text(row.get(k)) for k, _ in cols)) for name, row in result["rows"].items()]
+    rows.append(("*chance*", *(f"{100 * ch[k]:.1f}" if ch.get(k) is not None else "–" for k, _ in cols)))
     lines = [f"# Fidelity on held-out scenes ({len(result['seeds'])} seeds, {result['backbone']}, "
              f"{result['image_size']} px{', QUICK smoke run' if result['quick'] else ''})", "",
-             "| pretraining | " + " | ".join(c for _, c in cols) + " |", "|---|" + "---:|" * len(cols)]
-    for name, row in result["rows"].items():
-        lines.append(f"| {name} | " + " | ".join(_cell(row.get(k)) for k, _ in cols) + " |")
-    ch = result["chance"]
-    chance = [f"{100 * ch[k]:.1f}" if ch.get(k) is not None else "–" for k, _ in cols]
-    lines.append("| *chance* | " + " | ".join(chance) + " |")
+             *markdown_table(("pretraining", *(c for _, c in cols)), rows, "l" + "r" * len(cols))]
     if ch.get("binding_bag_of_colors") is not None:
         lines.append(f"\nMasked binding: a model that only knows which colours are present scores about "
                      f"{100 * ch['binding_bag_of_colors']:.1f}.")

@@ -10,8 +10,15 @@ from __future__ import annotations
 from typing import Any, Union
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
-__all__ = ["train_fresh_head"]
+from icmlm_zoo.training.model import build_model
+from icmlm_zoo.training.text import load_text_side
+
+from .pointing_game import peak_in_box
+
+__all__ = ["train_fresh_head", "draw_batch"]
 
 # one pool of items, or two pools and the share of the second in each batch
 Pool = Union[list[dict], tuple[list[dict], list[dict], float]]
@@ -19,7 +26,6 @@ Pool = Union[list[dict], tuple[list[dict], list[dict], float]]
 
 def _batch(data: list[dict], roll: bool = False):
     """Stack items into the fusion head's inputs: maps, padded text states and mask, masked rows/cols, targets."""
-    import torch
     fmap = torch.stack([d["fmap"] for d in data])
     if roll:  # each caption with the next item's image: what the text alone gives
         fmap = fmap.roll(1, 0)
@@ -38,8 +44,6 @@ def _batch(data: list[dict], roll: bool = False):
 def _scores(fusion, mlm, data: list[dict], roll: bool = False, batch_size: int = 128) -> tuple[float, float]:
     """Top-1 over every scored mask, and the pointing game over the items with one named object (``box``):
     the first mask's attention peak inside it."""
-    import torch
-    from .grounding import _peak_in_box
     hits, points = [], []
     fusion.eval()
     with torch.no_grad():
@@ -50,13 +54,13 @@ def _scores(fusion, mlm, data: list[dict], roll: bool = False, batch_size: int =
             hits.append(mlm(fused).argmax(-1) == targets)
             first = torch.cumsum(torch.tensor([0] + [len(d["positions"]) for d in chunk[:-1]]), 0)
             maps = att[first].reshape(len(chunk), *fmap.shape[-2:])
-            points += [_peak_in_box(m, d["image_size"], d["box"])[0] for m, d in zip(maps, chunk) if d["box"]]
+            points += [peak_in_box(m, d["image_size"], d["box"])[0] for m, d in zip(maps, chunk) if d["box"]]
     fusion.train()
     top1 = float(torch.cat(hits).float().mean()) if hits else float("nan")
     return top1, float(np.mean(points)) if points else float("nan")
 
 
-def _draw(train: Pool, batch_size: int, rng) -> list[dict]:
+def draw_batch(train: Pool, batch_size: int, rng) -> list[dict]:
     """A batch from one pool, or from two pools ``(a, b, share_of_b)`` in that proportion on average."""
     if isinstance(train, tuple):
         a, b, share = train
@@ -69,14 +73,9 @@ def train_fresh_head(run, train: Pool, tests: dict[str, list[dict]], *, steps: i
                      lr: float = 5e-4, seed: int = 0, curve_points: int = 4,
                      from_run_head: bool = False) -> dict[str, Any]:
     """Train a fresh fusion + MLM head of ``run``'s config (``from_run_head``: a copy of the run's trained one)
-    on cached ``train`` items (:func:`_draw`), frozen features, AdamW at a constant ``lr``. Returns each test
+    on cached ``train`` items (:func:`draw_batch`), frozen features, AdamW at a constant ``lr``. Returns each test
     set's top-1 (``binding`` also with shuffled images) and the pointing game, at the end and along the way
     (step 0 included: the control of every score)."""
-    import torch
-    import torch.nn.functional as F
-    from icmlm_zoo.training.model import build_model
-    from icmlm_zoo.training.text import load_text_side
-
     torch.manual_seed(seed)
     fresh = build_model(run.config, load_text_side(run.config.text.model), 0)
     fusion, mlm = fresh.fusion, fresh.mlm_head
@@ -98,7 +97,7 @@ def train_fresh_head(run, train: Pool, tests: dict[str, list[dict]], *, steps: i
             curve.append(point)
         if step == steps:
             break
-        fmap, text, mask, rows, cols, targets = _batch(_draw(train, batch_size, rng))
+        fmap, text, mask, rows, cols, targets = _batch(draw_batch(train, batch_size, rng))
         fused, _ = fusion(fmap, text, mask, rows, cols)
         loss = F.cross_entropy(mlm(fused).float(), targets)
         opt.zero_grad(set_to_none=True)

@@ -5,7 +5,7 @@ paired with another scene's image: what the text alone gives) and next to its bl
 
 * **visual words**: in each held-out caption one attribute word (colour, shape or size) of one object is
   masked, every occurrence of it; top-1 over the whole vocabulary must be that word. Blind chance is the
-  average of 1/|class| (1/6, 1/4, 1/2).
+  average of 1/|class| (``blind_chance`` of the scene generator: 1/6, 1/4, 1/2).
 * **binding**: in scenes with 2-3 objects of distinct colours, *every* colour word is masked; each mask must get
   the colour of the object its phrase names ("the [MASK] circle on the left and the [MASK] square ..."). A
   model that only knows which colours are present (a bag of colours) gets about 1/(number of objects); blind
@@ -20,9 +20,16 @@ Scenes, objects and masked words are a pure function of the seed, so every run i
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
+
+from icmlm_zoo.evaluation.reporting import markdown_table
+from icmlm_zoo.training.data.synthetic import blind_chance
+from icmlm_zoo.training.inference import load_run
+
+from .pointing_game import inside_box, peak_in_box, peak_point, run_predictor
+from .scene_probes import held_out_scenes
 
 __all__ = ["ATTRIBUTES", "visual_word_items", "binding_items", "binding_attention", "grounding_scores", "run_grounding",
            "markdown"]
@@ -81,8 +88,6 @@ def binding_attention(items: list[dict[str, Any]], outs: list[dict[str, Any]]) -
     (``binding_top1_peak_on_named``) and when it falls on another object (``binding_top1_peak_on_other``), and
     how often a mask looking at another object answers with *that* object's colour (``binding_follows_peak``).
     A head that binds through its attention has high values for all but the third."""
-    from .pointing_game import _inside, peak_point
-
     named, other, follows = [], [], []
     for it, out in zip(items, outs):
         for m, target in zip(out.get("masks") or [], it["targets"]):
@@ -90,7 +95,7 @@ def binding_attention(items: list[dict[str, Any]], outs: list[dict[str, Any]]) -
                 continue
             x, y = peak_point(m["attention"], it["image"].size)
             hit = str(m["topk_tokens"][0]).strip().lower() == target
-            under = [c for c, box in it["boxes"].items() if _inside(x, y, box, 0.0)]
+            under = [c for c, box in it["boxes"].items() if inside_box(x, y, box)]
             if target in under:
                 named.append(hit)
             elif under:
@@ -101,13 +106,6 @@ def binding_attention(items: list[dict[str, Any]], outs: list[dict[str, Any]]) -
     return {"binding_peak_on_named": len(named) / n if n else float("nan"),
             "binding_top1_peak_on_named": mean(named), "binding_top1_peak_on_other": mean(other),
             "binding_follows_peak": mean(follows)}
-
-
-def _peak_in_box(att, image_size: tuple[int, int], box: Sequence[float]) -> tuple[bool, float]:
-    from .pointing_game import _inside, chance_hit_rate, peak_point
-
-    x, y = peak_point(att, image_size)
-    return _inside(x, y, box, 0.0), chance_hit_rate(tuple(att.shape), image_size, box, 0.0)
 
 
 def _predict_all(predict: Predict, items: list[dict], batch_size: int, shuffled: bool) -> list[dict]:
@@ -138,11 +136,7 @@ def grounding_scores(predict: Predict, scenes, *, seed: int = 0, batch_size: int
     captions)`` returns ``icmlm_zoo.training.inference.predict_masked``-style outputs."""
     vis = visual_word_items(scenes, seed)
     bind = binding_items(scenes)
-    res: dict[str, float] = {}
-    from icmlm_zoo.training.data.synthetic import COLORS, SHAPES, SIZES
-
-    sizes = {"color": len(COLORS), "shape": len(SHAPES), "size": len(SIZES)}
-    res["visual_chance"] = float(np.mean([1.0 / sizes[it["cls"]] for it in vis]))
+    res: dict[str, float] = {"visual_chance": float(np.mean([blind_chance(it["cls"]) for it in vis]))}
     for shuffled in (False, True):
         sfx = "_shuffled" if shuffled else ""
         outs = _predict_all(predict, vis, batch_size, shuffled)
@@ -153,7 +147,7 @@ def grounding_scores(predict: Predict, scenes, *, seed: int = 0, batch_size: int
             res[f"{cls}_top1{sfx}"] = float(np.mean(sel)) if sel else float("nan")
         multi = [h for h, it in zip(hits, vis) if it["n_objects"] > 1]
         res[f"visual_top1_multi{sfx}"] = float(np.mean(multi)) if multi else float("nan")
-        pts = [(_peak_in_box(o["masks"][0]["attention"], it["image"].size, it["box"]))
+        pts = [(peak_in_box(o["masks"][0]["attention"], it["image"].size, it["box"]))
                for it, o in zip(vis, outs) if it["box"] is not None and o["masks"][0].get("attention") is not None]
         res[f"pointing{sfx}"] = float(np.mean([p[0] for p in pts])) if pts else float("nan")
         if not shuffled:
@@ -165,7 +159,7 @@ def grounding_scores(predict: Predict, scenes, *, seed: int = 0, batch_size: int
                 res.update(binding_attention(bind, bind_outs))
     res["image_use_gap"] = res["visual_top1"] - res["visual_top1_shuffled"]
     if bind:
-        res["binding_chance"] = 1.0 / 6
+        res["binding_chance"] = blind_chance("color")
         res["binding_bag_of_colors"] = float(np.mean([1.0 / it["n_objects"] for it in bind for _ in it["targets"]]))
     res.update(n_visual=len(vis), n_binding=sum(len(it["targets"]) for it in bind))
     return res
@@ -174,11 +168,6 @@ def grounding_scores(predict: Predict, scenes, *, seed: int = 0, batch_size: int
 def run_grounding(run_dir: str, *, num_scenes: int = 400, seed: int = 0, checkpoint: str = "last",
                   batch_size: int = 32, device: str = "cpu") -> dict[str, Any]:
     """:func:`grounding_scores` of an ``icmlm-train`` run folder on held-out scenes at the run's input size."""
-    from icmlm_zoo.training.inference import load_run
-
-    from .pointing_game import run_predictor
-    from .synthetic_probes import held_out_scenes
-
     run = load_run(run_dir, checkpoint=checkpoint, device=device)
     if run.model.fusion_kind is None:
         return {"step": run.step, "note": "no masked-word head (TP only)"}
@@ -199,13 +188,14 @@ def markdown(result: dict[str, Any]) -> str:
             ("binding (every colour masked)", "binding_top1", "binding_top1_shuffled", "binding_chance"),
             ("pointing", "pointing", "pointing_shuffled", "pointing_chance")]
     lines = [f"# Grounding — `{result.get('run', '')}` (step {result.get('step')})", "",
-             "| measure (%) | real images | shuffled images | chance |", "|---|---:|---:|---:|"]
-    lines += [f"| {name} | {pct(a)} | {pct(b)} | {pct(c) if c else '–'} |" for name, a, b, c in rows]
+             *markdown_table(("measure (%)", "real images", "shuffled images", "chance"),
+                             [(name, pct(a), pct(b), pct(c) if c else "–") for name, a, b, c in rows], "lrrr")]
     lines += ["", f"Image-use gap (visual-word top-1, real − shuffled): {100 * result['image_use_gap']:+.1f} points. "
               f"A bag of colours scores about {pct('binding_bag_of_colors')} on binding."]
     if "binding_peak_on_named" in result:
-        lines += ["", f"Binding masks look at the object their phrase names {pct('binding_peak_on_named')} % of the time "
-                  f"(top-1 {pct('binding_top1_peak_on_named')} % then, {pct('binding_top1_peak_on_other')} % when they "
+        lines += ["", "Binding masks look at the object their phrase names "
+                  f"{pct('binding_peak_on_named')} % of the time (top-1 {pct('binding_top1_peak_on_named')} % then, "
+                  f"{pct('binding_top1_peak_on_other')} % when they "
                   f"look at another object, and then they name that object's colour {pct('binding_follows_peak')} % "
                   "of the time). A head that binds through its attention would be right when it looks at the named "
                   "object and would name the colour it looks at otherwise."]

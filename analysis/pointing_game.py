@@ -14,6 +14,16 @@ import re
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import torch
+from tqdm import tqdm
+
+from icmlm_zoo.training.inference import LoadedRun, load_run, predict_masked
+from icmlm_zoo.transforms import eval_transform
+
+from .scene_probes import held_out_scenes
+
+__all__ = ["mask_object_word", "peak_point", "inside_box", "chance_hit_rate", "peak_in_box", "pointing_game",
+           "run_predictor", "run_pointing_game"]
 
 Predict = Callable[[list, list[str]], list[dict[str, Any]]]
 
@@ -39,7 +49,8 @@ def peak_point(attention, image_size: tuple[int, int]) -> tuple[float, float]:
     return (c + 0.5) * W / w, (r + 0.5) * H / h
 
 
-def _inside(x: float, y: float, box: Sequence[float], tol: float) -> bool:
+def inside_box(x: float, y: float, box: Sequence[float], tol: float = 0.0) -> bool:
+    """Whether pixel ``(x, y)`` lies inside ``box`` ``(x0, y0, x1, y1)`` grown by ``tol`` pixels."""
     x0, y0, x1, y1 = box
     return x0 - tol <= x < x1 + tol and y0 - tol <= y < y1 + tol
 
@@ -48,15 +59,20 @@ def chance_hit_rate(shape: tuple[int, int], image_size: tuple[int, int], box: Se
     """Fraction of cells of an ``h x w`` grid whose centre lies inside the (grown) box."""
     h, w = shape
     W, H = image_size
-    hits = sum(_inside((c + 0.5) * W / w, (r + 0.5) * H / h, box, tol) for r in range(h) for c in range(w))
+    hits = sum(inside_box((c + 0.5) * W / w, (r + 0.5) * H / h, box, tol) for r in range(h) for c in range(w))
     return hits / (h * w)
+
+
+def peak_in_box(attention, image_size: tuple[int, int], box: Sequence[float]) -> tuple[bool, float]:
+    """(whether the attention's arg-max cell centre lies inside ``box``, the chance of a uniformly random cell)."""
+    x, y = peak_point(attention, image_size)
+    return inside_box(x, y, box), chance_hit_rate(tuple(attention.shape), image_size, box, 0.0)
 
 
 def pointing_game(predict: Predict, scenes, *, batch_size: int = 16, tolerance: float = 0.0) -> dict[str, Any]:
     """Run the game over ``scenes`` (``SyntheticScenes``-like) with ``predict(images, captions)``, which returns
-    ``[{"masks": [{"topk_tokens", "topk_probs", "attention"}]}]`` per image (``icmlm_zoo.training.inference.predict_masked``)."""
-    from tqdm import tqdm
-
+    ``[{"masks": [{"topk_tokens", "topk_probs", "attention"}]}]`` per image
+    (``icmlm_zoo.training.inference.predict_masked``)."""
     items = []
     for i in range(len(scenes)):
         s = scenes.scene(i)
@@ -78,7 +94,7 @@ def pointing_game(predict: Predict, scenes, *, batch_size: int = 16, tolerance: 
                 continue
             top1 += int(str(m["topk_tokens"][0]).strip().lower() == obj["shape"])
             x, y = peak_point(att, image.size)
-            hits += int(_inside(x, y, obj["box"], tolerance))
+            hits += int(inside_box(x, y, obj["box"], tolerance))
             chance += chance_hit_rate(att.shape, image.size, obj["box"], tolerance)
     scored = n - no_att
     return {"pointing_acc": hits / scored if scored else float("nan"),
@@ -87,25 +103,10 @@ def pointing_game(predict: Predict, scenes, *, batch_size: int = 16, tolerance: 
             "n_scenes": len(scenes), "n_masked": n, "n_without_attention": no_att, "tolerance": tolerance}
 
 
-def full_view_transform(run):
-    """The run's normalisation after a plain resize of the whole image to the run's square input size (no crop),
-    so the attention grid covers the full image."""
-    from torchvision import transforms as T
-
-    from icmlm_zoo.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-
-    size = int(run.config.data.image_size)
-    norm = next((t for t in getattr(run.transform, "transforms", []) if isinstance(t, T.Normalize)), None)
-    mean, std = (norm.mean, norm.std) if norm is not None else (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
-    return T.Compose([T.Resize((size, size)), T.ToTensor(), T.Normalize(mean, std)])
-
-
-def run_predictor(run, topk: int = 5) -> Predict:
-    """``predict(pil_images, captions)`` for a loaded training run (``icmlm_zoo.training.inference``)."""
-    import torch
-    from icmlm_zoo.training.inference import predict_masked
-
-    tf = full_view_transform(run)
+def run_predictor(run: LoadedRun, topk: int = 5) -> Predict:
+    """``predict(pil_images, captions)`` for a loaded training run: each whole image resized to the run's square
+    input (no crop, so the attention grid covers it) and normalised as the run was (its preprocessing record)."""
+    tf = eval_transform(run.data_config, full_view=True)
     return lambda images, captions: predict_masked(run, torch.stack([tf(im) for im in images]), list(captions),
                                                    topk=topk)
 
@@ -113,13 +114,7 @@ def run_predictor(run, topk: int = 5) -> Predict:
 def run_pointing_game(run_dir: str, *, num_scenes: int = 200, image_size: int | None = None, seed: int = 0,
                       checkpoint: str = "last", tolerance: float = 0.0, batch_size: int = 16) -> dict[str, Any]:
     """The pointing game for an ``icmlm-train`` run folder on held-out scenes (test seed of
-    :func:`~icmlm_zoo.analysis.synthetic_probes.held_out_scenes`); scenes at the run's input size by default."""
-    try:
-        from icmlm_zoo.training.inference import load_run
-    except ImportError as exc:  # pragma: no cover
-        raise RuntimeError(f"the pointing game needs icmlm_zoo.training.inference (load_run, predict_masked): {exc}") from exc
-    from .synthetic_probes import held_out_scenes
-
+    :func:`~icmlm_zoo.analysis.scene_probes.held_out_scenes`); scenes at the run's input size by default."""
     run = load_run(run_dir, checkpoint=checkpoint)
     size = image_size or int(run.config.data.image_size)
     _, test = held_out_scenes(1, num_scenes, size, seed)

@@ -25,10 +25,20 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
+from icmlm_zoo.backbone_factory import load_backbone
+
+from .detection_scenes import LABEL_SETS, category_names, coco_dataset, detection_scenes, shape_of_category
+from .fidelity import QUICK as FIDELITY_QUICK
+from .fidelity import VARIANTS, mine_demo_tags, slug, train_run
+from .transfer_args import PRETRAININGS, RANDOM, add_arguments
+from .transfer_classification import ClassificationRecipe, fine_tune_classification
+from .transfer_detection import DetectionRecipe, fine_tune_detection
+from .transfer_report import collect, markdown
+
 __all__ = ["PRETRAININGS", "RANDOM", "run_transfer", "add_arguments", "run_from_args", "main"]
 
-RANDOM = "random init"
-PRETRAININGS = ["TP_postag", "ICMLM att-fc + TP", "ICMLM tfm + TP", "ICMLM att-fc (no TP)", RANDOM]
 FULL = {"budgets": (100, 1000), "num_test": 200, "det_iters": {100: 150, 1000: 200}, "cls_iters": 200}
 QUICK = {"budgets": (8, 16), "num_test": 8, "det_iters": {8: 3, 16: 3}, "cls_iters": 3}
 
@@ -39,24 +49,20 @@ def _cpu() -> float:
 
 
 def _record_path(out: Path, pretraining: str, task: str, budget: int, seed: int) -> Path:
-    from .fidelity import _slug
 
-    return out / "records" / f"{_slug(pretraining)}--{_slug(task)}--b{budget}--s{seed}.json"
+    return out / "records" / f"{slug(pretraining)}--{slug(task)}--b{budget}--s{seed}.json"
 
 
 def _trunk(pretraining: str, seed: int, runs: Path, *, quick: bool, train: bool, tags: Path | None,
            checkpoint: int | None = None):
     """(trunk, mean, std, source) of one pretraining × seed, or None when its run is missing and not trained.
     ``checkpoint``: the run's checkpoint at that step instead of the finished run (equal steps for all)."""
-    from icmlm_zoo.evaluation.model_loading import load_backbone
 
-    from .fidelity import QUICK as FIDELITY_QUICK
-    from .fidelity import VARIANTS, _slug, _train
 
     if pretraining == RANDOM:
         spec = f"random:icmlm_resnet_tiny@{seed}"
     else:
-        run_dir = runs / "runs" / f"{_slug(pretraining)}-s{seed}"
+        run_dir = runs / "runs" / f"{slug(pretraining)}-s{seed}"
         if checkpoint is not None:
             found = [d / f"ckpt_{checkpoint:07d}.pt" for d in (run_dir / "checkpoints", run_dir / "kept")]
             ckpt = next((f for f in found if f.is_file()), None)  # kept/: hard links that outlive pruning
@@ -67,7 +73,7 @@ def _trunk(pretraining: str, seed: int, runs: Path, *, quick: bool, train: bool,
         if not (run_dir / "summary.json").is_file():
             if not train:
                 return None
-            _train(run_dir, [*(FIDELITY_QUICK if quick else []), *VARIANTS[pretraining], f"run.seed={seed}"], tags)
+            train_run(run_dir, [*(FIDELITY_QUICK if quick else []), *VARIANTS[pretraining], f"run.seed={seed}"], tags)
         spec = str(run_dir)
     loaded = load_backbone(spec)
     return loaded.model, loaded.mean, loaded.std, spec
@@ -78,7 +84,6 @@ class _Data:
     the same test scenes drawn by the shifted renderer, for each label set, with their COCO ground truth."""
 
     def __init__(self, pool: int, num_test: int, size: int) -> None:
-        from .detection_scenes import LABEL_SETS, coco_dataset, detection_scenes
 
         self.pool: dict[str, list] = {}
         self.tests: dict[str, dict[str, tuple[list, dict]]] = {}
@@ -90,7 +95,6 @@ class _Data:
 
     def subset(self, label_set: str, budget: int, seed: int) -> list:
         """``budget`` training scenes, a different draw from the pool for each seed."""
-        import numpy as np
 
         pool = self.pool[label_set]
         idx = np.random.default_rng([seed, budget, 31]).permutation(len(pool))[:budget]
@@ -100,9 +104,6 @@ class _Data:
 def _one_backbone(out: Path, pretraining: str, seed: int, trunk, mean, std, source: str, data: _Data,
                   cfg: dict, size: int) -> int:
     """Run every missing task × budget of one pretraining × seed; returns how many records it wrote."""
-    from .detection_scenes import category_names, shape_of_category
-    from .transfer_classification import ClassificationRecipe, fine_tune_classification
-    from .transfer_detection import DetectionRecipe, fine_tune_detection
 
     written = 0
     for budget in cfg["budgets"]:
@@ -152,9 +153,6 @@ def run_transfer(out_dir: str | Path, *, runs: str | Path | None = None, seeds: 
                  table_only: bool = False) -> dict[str, Any]:
     """Fill ``DIR/records`` for every pretraining × seed (reusing records already there), then write
     ``DIR/transfer.json`` and ``DIR/transfer.md`` from every record present; returns the JSON result."""
-    from .fidelity import QUICK as FIDELITY_QUICK
-    from .fidelity import _mine_tags
-    from .transfer_report import collect, markdown
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -169,7 +167,7 @@ def run_transfer(out_dir: str | Path, *, runs: str | Path | None = None, seeds: 
         seeds, train_missing = [], False
     if train_missing and checkpoint is None and any(p != RANDOM for p in pretrainings):
         runs_dir.mkdir(parents=True, exist_ok=True)
-        tags = _mine_tags(runs_dir, FIDELITY_QUICK if quick else [], min_count=2 if quick else None)
+        tags = mine_demo_tags(runs_dir, FIDELITY_QUICK if quick else [], min_count=2 if quick else None)
     data = _Data(max(cfg["budgets"]), cfg["num_test"], size) if seeds else None
     t0, skipped = time.time(), []
     for seed in seeds:
@@ -189,27 +187,10 @@ def run_transfer(out_dir: str | Path, *, runs: str | Path | None = None, seeds: 
     return result
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The command's flags (shared by ``icmlm-eval transfer`` and ``python -m``)."""
-    p.add_argument("--out", required=True, help="folder for records/, transfer.json and transfer.md (resumable)")
-    p.add_argument("--runs", default=None, help="an icmlm-eval fidelity --out folder whose runs/ to reuse "
-                   "(missing runs are trained there); default: DIR/fidelity")
-    p.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default 0 1 2; 0 with --quick)")
-    p.add_argument("--quick", action="store_true", help="the whole path at toy size (a smoke run, not a result)")
-    p.add_argument("--pretrainings", nargs="+", default=PRETRAININGS, metavar="NAME",
-                   help=f"a subset of {PRETRAININGS} (e.g. one per parallel process)")
-    p.add_argument("--skip-missing", action="store_true",
-                   help="skip pretrainings whose runs are not finished instead of training them")
-    p.add_argument("--table-only", action="store_true",
-                   help="fine-tune nothing: write transfer.json and transfer.md from the records already in DIR")
-    p.add_argument("--checkpoint", type=int, default=None, metavar="STEP",
-                   help="use every run's checkpoint at STEP (finished or not; runs without it are skipped) "
-                   "instead of the finished runs: a comparison at equal, shorter pretraining")
 
 
 def run_from_args(args: argparse.Namespace) -> None:
     """Run the experiment from parsed flags; prints the table and where it was written."""
-    from .transfer_report import markdown
 
     result = run_transfer(args.out, runs=args.runs, seeds=args.seeds, quick=args.quick,
                           pretrainings=args.pretrainings, train_missing=not args.skip_missing,

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from icmlm_zoo.training.data.synthetic import COLORS, SHAPES
+
 __all__ = ["ClassificationRecipe", "binding_targets", "fine_tune_classification"]
 
 
@@ -31,7 +33,6 @@ class ClassificationRecipe:
 
 def binding_targets(scenes: Sequence[dict[str, Any]]) -> np.ndarray:
     """(N, 4 shapes) colour index of each shape that occurs once in a scene of 2-3 objects, else -1."""
-    from icmlm_zoo.training.data.synthetic import COLORS, SHAPES
 
     colours = list(COLORS)
     y = np.full((len(scenes), len(SHAPES)), -1, dtype=np.int64)
@@ -105,7 +106,6 @@ def _features(trunk: nn.Module, x: torch.Tensor, batch: int = 128) -> torch.Tens
 def fine_tune_classification(trunk: nn.Module, mean, std, *, train: Sequence[dict], tests: dict[str, list],
                              recipe: ClassificationRecipe, seed: int) -> dict[str, dict[str, float]]:
     """``{"fine-tuned": {"acc", "acc_shifted"}, "frozen": {...}}`` on the binding task (module doc)."""
-    from icmlm_zoo.training.data.synthetic import COLORS, SHAPES
 
     ytr = torch.from_numpy(binding_targets(train))
     xtr = _images(train, mean, std)

@@ -14,6 +14,14 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from torch import nn
+from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.ops import MultiScaleRoIAlign, batched_nms
+
+from icmlm_zoo.detection.torchvision_recipe import resnet_fpn_backbone
+
+from .detection_scenes import coco_ap
 
 __all__ = ["DetectionRecipe", "build_detector", "train_detector", "predict", "fine_tune_detection", "merge_classes"]
 
@@ -33,12 +41,7 @@ class DetectionRecipe:
 def build_detector(trunk: nn.Module, num_classes: int, *, size: int, mean: Sequence[float], std: Sequence[float],
                    recipe: DetectionRecipe = DetectionRecipe()) -> nn.Module:
     """Faster R-CNN (FPN over layer2-4 + pool) on ``trunk``, every stage trainable; ``num_classes`` objects."""
-    from torchvision.models.detection import FasterRCNN
-    from torchvision.models.detection.anchor_utils import AnchorGenerator
-    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
-    from torchvision.ops import MultiScaleRoIAlign
 
-    from icmlm_zoo.detection.torchvision_recipe import resnet_fpn_backbone
 
     for p in trunk.parameters():
         p.requires_grad_(True)
@@ -116,7 +119,6 @@ def fine_tune_detection(trunk: nn.Module, mean, std, *, train: Sequence[dict], t
     ``{"AP", "AP50", "AP_shifted", ...}`` plus the first and last training losses. ``coarse[name] = (gt,
     category map)`` also scores the detections with their classes merged (``AP_merged...``: e.g. a shape ×
     colour detector read as a shape detector, which separates colour mistakes from finding the objects)."""
-    from .detection_scenes import coco_ap
 
     torch.manual_seed(seed)
     detector = build_detector(trunk, num_classes, size=size, mean=mean, std=std, recipe=recipe)
@@ -138,7 +140,6 @@ def merge_classes(detections: Sequence[dict[str, Any]], category_map: dict[int, 
                   iou: float = 0.5) -> list[dict[str, Any]]:
     """Detections relabelled through ``category_map``, then NMS per image and merged class (the detector's
     per-class NMS leaves one box per colour on an object; merged, those would count as duplicates)."""
-    from torchvision.ops import batched_nms
 
     by_image: dict[int, list[dict]] = {}
     for d in detections:

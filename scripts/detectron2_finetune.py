@@ -110,7 +110,7 @@ def base_config(pkl: Path) -> CfgNode:
 def check_features(cfg: CfgNode, backbone: str, arch: str | None) -> float:
     """Max |detectron2 res5 - timm layer4| on one input, with the ``.pkl`` loaded by ``DetectionCheckpointer``:
     the exported weights are the trunk's weights, all of them, under the names detectron2's ResNet uses."""
-    from icmlm_zoo.evaluation.model_loading import load_backbone
+    from icmlm_zoo.backbone_factory import load_backbone
 
     model = build_model(cfg)
     DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)

@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 import icmlm_zoo.models  # noqa: F401  (registers icmlm_resnet_tiny)
 from icmlm_zoo.analysis import compare as cmp
 from icmlm_zoo.analysis.cli import main
-from icmlm_zoo.analysis.synthetic_probes import fit_probes, held_out_scenes, scene_labels
+from icmlm_zoo.analysis.scene_probes import COMPARE_TASKS, held_out_scenes, probe_scores, scene_targets
 
 pytest.importorskip("icmlm_zoo.training.data.synthetic")
 
@@ -45,7 +45,7 @@ def test_compare_table_over_checkpoints(tmp_path):
     res = json.loads((out / "compare.json").read_text())
     assert [r["label"] for r in res["rows"]] == ["seed1", "ckpt_b", "random"]
     for r in res["rows"]:
-        for key, _ in cmp.PROBE_COLUMNS:
+        for key, _ in cmp.COMPARE_COLUMNS:
             assert r[key] is None or 0.0 <= r[key] <= 1.0
     table = (out / "compare.md").read_text()
     assert "| seed1 |" in table and "| ckpt_b |" in table and "*chance*" in table
@@ -55,7 +55,7 @@ def test_compare_table_over_checkpoints(tmp_path):
 
 
 def test_weight_folder_with_model_args_loads_exactly(tmp_path):
-    from icmlm_zoo.evaluation.model_loading import load_backbone
+    from icmlm_zoo.backbone_factory import load_backbone
 
     folder = _weights(tmp_path / "w", 3, folder=True)
     torch.manual_seed(3)
@@ -73,14 +73,15 @@ def test_parse_models_rejects_duplicates():
 
 def test_probes_learn_from_informative_features():
     train, test = held_out_scenes(120, 60, image_size=32)
-    ytr, yte = scene_labels(train), scene_labels(test)
+    ytr, yte = scene_targets(train), scene_targets(test)
     # features that encode the labels (plus noise) must beat chance by far
     rng = np.random.default_rng(0)
 
     def feats(y):
         return np.hstack([y["shape_presence"], y["color_presence"], np.eye(6)[y["largest_color"]],
-                          np.eye(4)[y["largest_shape"]], np.eye(4)[y["count"]]]) + 0.05 * rng.normal(size=(len(y["count"]), 24))
+                          np.eye(4)[y["largest_shape"]], np.eye(4)[y["count"]]]) + 0.05 * rng.normal(
+            size=(len(y["count"]), 24))
 
-    m = fit_probes(feats(ytr), ytr, feats(yte), yte)
+    m = probe_scores({"pooled": feats(ytr)}, ytr, {"pooled": feats(yte)}, yte, COMPARE_TASKS)
     assert m["shape_presence_mAP"] > 0.95 and m["largest_color_acc"] > 0.9 and m["count_acc"] > 0.9
     assert train.seed >= 10_000 and test.seed != train.seed

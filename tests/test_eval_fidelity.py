@@ -5,21 +5,20 @@ import json
 
 import numpy as np
 import pytest
-
 from train_fixtures import text_side  # noqa: F401
 
 pytest.importorskip("sklearn")
 
 
 def test_scene_targets_bind_attributes_to_named_objects():
-    from icmlm_zoo.analysis.scene_probes import COLORS, SHAPES, scene_targets
-    from icmlm_zoo.training.data.synthetic import SyntheticScenes
+    from icmlm_zoo.analysis.scene_probes import scene_targets
+    from icmlm_zoo.training.data.synthetic import COLORS, SHAPES, SyntheticScenes
 
     scenes = SyntheticScenes(200, 64, seed=123)
     t = scene_targets(scenes)
     checked = 0
     for i in range(len(scenes)):
-        objs = scenes._layout(i)[0]
+        objs = scenes.objects(i)
         for s in SHAPES:
             owners = [o for o in objs if o["shape"] == s]
             if len(objs) >= 2 and len(owners) == 1:
@@ -37,7 +36,7 @@ def test_scene_targets_bind_attributes_to_named_objects():
     assert set(np.unique(t["count"])) == {1, 2, 3}
 
 
-def test_fidelity_quick_writes_the_table(tmp_path, text_side, capsys):
+def test_fidelity_quick_writes_the_table(tmp_path, text_side, capsys):  # noqa: F811 (the fixture)
     from icmlm_zoo.analysis.fidelity import VARIANTS, main
 
     assert main(["--out", str(tmp_path), "--quick", "--seeds", "0", "1"]) == 0

@@ -52,12 +52,12 @@ def test_binding_diagnosis_draws_mix_batches_at_the_asked_dose():
     """The dose check of docs/training.md rests on this: a 'mix' batch holds binding items at the given share."""
     import numpy as np
 
-    from icmlm_zoo.analysis.fresh_heads import _draw
+    from icmlm_zoo.analysis.fresh_heads import draw_batch
     single, binding = [{"kind": "single"}] * 50, [{"kind": "binding"}] * 7
     rng = np.random.default_rng(0)
-    batches = [_draw((single, binding, 0.11), 32, rng) for _ in range(400)]
+    batches = [draw_batch((single, binding, 0.11), 32, rng) for _ in range(400)]
     assert all(len(b) == 32 for b in batches)
     share = np.mean([sum(d["kind"] == "binding" for d in b) / 32 for b in batches])
     assert abs(share - 0.11) < 0.01
-    one_pool = _draw(single[:5], 32, rng)  # a pool smaller than the batch: each item once
+    one_pool = draw_batch(single[:5], 32, rng)  # a pool smaller than the batch: each item once
     assert len(one_pool) == 5

@@ -28,9 +28,9 @@ def run_dir(tmp_path_factory):
 
 
 def test_pointing_attention_compare_export(run_dir, tmp_path):
-    from icmlm_zoo.detection.detectron2 import detectron2_to_timm, export_detectron2
     from icmlm_zoo.analysis.cli import main
-    from icmlm_zoo.evaluation.model_loading import load_backbone
+    from icmlm_zoo.backbone_factory import load_backbone
+    from icmlm_zoo.detection.detectron2 import detectron2_to_timm, export_detectron2
     from icmlm_zoo.training.data.synthetic import SyntheticScenes
 
     assert main(["pointing", "--run", str(run_dir), "--num-scenes", "12", "--out", str(tmp_path / "pg")]) == 0
@@ -81,7 +81,8 @@ def test_binding_diagnosis_quick(run_dir, tmp_path):
                  "random", "--start-from-run-head", "--binding-share", "0.25", "--batch-size", "8",
                  "--out", str(tmp_path / "bd_random")]) == 0
     rnd = json.loads((tmp_path / "bd_random" / "binding_diagnosis.json").read_text())
-    assert rnd["trunk"] == "random" and rnd["head_init"] == "the run's head" and list(rnd["heads"]) == ["binding", "mix"]
+    assert rnd["trunk"] == "random" and rnd["head_init"] == "the run's head"
+    assert list(rnd["heads"]) == ["binding", "mix"]
     assert rnd["binding_share"] == 0.25 and rnd["batch_size"] == 8
     assert "Copies of the run’s attfc heads" in (tmp_path / "bd_random" / "binding_diagnosis.md").read_text()
     assert rnd["text_named_shape"] == res["text_named_shape"]  # the frozen text side does not depend on the trunk

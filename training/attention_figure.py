@@ -6,19 +6,27 @@ scene of the embedded data, its first object's colour masked.
 """
 from __future__ import annotations
 
+import re
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+
+from icmlm_zoo.cli_support import MissingExtraError, require_extras
+
+from .data.synthetic import SyntheticScenes
+from .inference import load_run, predict_masked
+
+# matplotlib (the [eval] extra) is imported inside render(): a run without it ends with a note, not a failure
 
 __all__ = ["upsample", "render", "held_out_figure", "held_out_figure_quietly"]
 
 
 def upsample(attention, size: tuple[int, int]) -> np.ndarray:
     """Bilinear resize of an ``h x w`` map to ``(W, H)`` pixels, scaled to [0, 1]."""
-    import torch
-    import torch.nn.functional as F
-
     att = torch.as_tensor(np.asarray(attention.detach().cpu() if hasattr(attention, "detach") else attention),
                           dtype=torch.float32)
     W, H = size
@@ -33,8 +41,6 @@ def render(image, caption: str, masks: Sequence[dict[str, Any]], out_dir: str | 
 
     Uses matplotlib's object API (``Figure`` + Agg canvas): the global backend, e.g. a notebook's inline one,
     is left as it is."""
-    from icmlm_zoo.cli_support import require_extras
-
     require_extras("attention maps", ["eval"], ["matplotlib"])
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -68,11 +74,6 @@ def render(image, caption: str, masks: Sequence[dict[str, Any]], out_dir: str | 
 def held_out_figure(run_dir: str | Path, *, seed: int = 10_000, index: int = 0) -> Path | None:
     """``RUN/attention.png``: a held-out embedded scene (``seed``, ``index``) with its first object's colour word
     masked, and where the run's masked-word head looks. None when the run has no masked-word head."""
-    import re
-
-    from .data.synthetic import SyntheticScenes
-    from .inference import load_run, predict_masked
-
     run = load_run(run_dir)
     if run.model.fusion_kind is None:
         return None
@@ -92,10 +93,6 @@ def held_out_figure(run_dir: str | Path, *, seed: int = 10_000, index: int = 0) 
 def held_out_figure_quietly(run_dir: str | Path) -> Path | None:
     """:func:`held_out_figure` at the end of a run: prints its path; a missing matplotlib is a one-line note,
     never a failed run."""
-    import sys
-
-    from icmlm_zoo.cli_support import MissingExtraError
-
     try:
         path = held_out_figure(run_dir)
     except (MissingExtraError, OSError) as e:

@@ -5,9 +5,13 @@ import dataclasses
 import json
 from pathlib import Path
 
+import timm
 import torch
 
+from icmlm_zoo.convert import save_weight_folder
+
 from . import checkpoint as ckpt
+from .backbones import ensure_registered
 from .data.transforms import read_run_preprocessing
 from .run_folder import read_run_config
 
@@ -30,10 +34,6 @@ def export_run(run_dir: str | Path, model_name: str | None, tag: str, out_dir: s
     ``model_name`` defaults to the run's backbone; a different name is accepted only if the weights load
     strictly into it. The model card carries the recipe (config), data and the run's eval metrics.
     """
-    import timm
-    from icmlm_zoo.convert import save_weight_folder
-
-    from .backbones import ensure_registered
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
     model_name = model_name or cfg.model.backbone
@@ -67,11 +67,10 @@ def export_run(run_dir: str | Path, model_name: str | None, tag: str, out_dir: s
     return Path(out)
 
 
-def verify_export(out_dir: str | Path, model_name: str, reference: dict[str, torch.Tensor] | None = None) -> torch.nn.Module:
+def verify_export(out_dir: str | Path, model_name: str,
+                  reference: dict[str, torch.Tensor] | None = None) -> torch.nn.Module:
     """Reload the exported folder through ``timm.create_model(..., pretrained=True)`` with a file overlay and,
     given the reference backbone state dict, check every tensor is equal."""
-    import timm
-    from .backbones import ensure_registered
     ensure_registered(model_name)
     f = Path(out_dir) / "model.safetensors"
     m = timm.create_model(model_name, pretrained=True, num_classes=0, pretrained_cfg_overlay=dict(file=str(f)))

@@ -1,9 +1,13 @@
-"""Load a trained run and predict masked words (with attention maps) — the API the evaluation builds on.
+"""Load a trained run and predict masked words (with attention maps) — the API the run analysis builds on.
 
     run = load_run("runs/demo-...")                       # model in eval mode, tokenizer, config, transform
     x = torch.stack([run.transform(img) for img in pil_images])
     out = predict_masked(run, x, ["a [MASK] circle on the left."] * len(x), topk=5)
     out[0]["masks"][0] -> {"position", "topk_tokens", "topk_probs", "attention" (h, w) or None}
+
+``RUN_SOURCE`` lets the core's backbone factory (``icmlm_zoo.backbone_factory.load_backbone``) read a run folder
+as a backbone: ``pyproject.toml`` declares it in the ``icmlm_zoo.backbone_sources`` entry-point group, so the core
+never imports the trainer.
 """
 from __future__ import annotations
 
@@ -14,23 +18,27 @@ from typing import Any, Callable
 
 import torch
 
+from icmlm_zoo.backbone_factory import BackboneSource
 from icmlm_zoo.transforms import create_image_transform
 
 from . import checkpoint as ckpt
 from .config import Config
 from .data.transforms import read_run_preprocessing
+from .masking import tokenize_words
 from .model import ICMLM, build_model
 from .run_folder import read_run_config
 from .tags import load_tags, split_words
+from .text import load_text_side
 
-__all__ = ["LoadedRun", "load_run", "encode_masked_captions", "predict_masked"]
+__all__ = ["LoadedRun", "load_run", "encode_masked_captions", "predict_masked", "is_run_dir", "RUN_SOURCE"]
 
 _MASK = re.compile(r"(\[MASK\])")
 
 
 @dataclass
 class LoadedRun:
-    """A trained run ready for inference. ``model.backbone`` is the timm trunk."""
+    """A trained run ready for inference. ``model.backbone`` is the timm trunk; ``data_config`` the run's
+    preprocessing record (timm keys: its input size, mean/std), ``transform`` its evaluation transform."""
     model: ICMLM
     tokenizer: Any
     config: Config
@@ -40,6 +48,7 @@ class LoadedRun:
     run_dir: Path | None = None
     step: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    data_config: dict[str, Any] = field(default_factory=dict)
 
 
 def load_run(run_dir: str | Path, checkpoint: str | int = "last", device: str | torch.device = "cpu") -> LoadedRun:
@@ -49,7 +58,6 @@ def load_run(run_dir: str | Path, checkpoint: str | int = "last", device: str | 
     cfg = read_run_config(run_dir)
     text = None
     if cfg.model.fusion is not None:
-        from .text import load_text_side
         text = load_text_side(cfg.text.model)
     tags = None
     if cfg.tags.file:
@@ -64,27 +72,39 @@ def load_run(run_dir: str | Path, checkpoint: str | int = "last", device: str | 
     model.load_trainable_state_dict(state["model"])
     dev = torch.device(device)
     model.to(dev).eval()
-    tf = create_image_transform(read_run_preprocessing(run_dir, cfg))
-    return LoadedRun(model=model, tokenizer=text.tokenizer if text else None, config=cfg, transform=tf,
-                     backbone_name=cfg.model.backbone, tags=tags, run_dir=run_dir, step=int(state["step"]),
-                     device=dev)
+    pre = read_run_preprocessing(run_dir, cfg)
+    return LoadedRun(model=model, tokenizer=text.tokenizer if text else None, config=cfg,
+                     transform=create_image_transform(pre), backbone_name=cfg.model.backbone, tags=tags,
+                     run_dir=run_dir, step=int(state["step"]), device=dev, data_config=pre)
 
 
-def encode_masked_captions(tokenizer, captions: list[str], max_length: int = 64
+def is_run_dir(folder: str | Path) -> bool:
+    """Whether ``folder`` looks like an ``icmlm-train`` run folder (checkpoints/ or its config)."""
+    return any((Path(folder) / n).exists() for n in ("checkpoints", "config.yaml", "resolved_config.yaml"))
+
+
+def _run_backbone(run_dir: Path, checkpoint: str, device) -> tuple[torch.nn.Module, str]:
+    run = load_run(run_dir, checkpoint=checkpoint, device=device)
+    return run.model.backbone, run.backbone_name
+
+
+RUN_SOURCE = BackboneSource(name="icmlm-train run", claims=is_run_dir, load=_run_backbone)
+
+
+def encode_masked_captions(tokenizer, captions: list[str], max_length: int | None = 64
                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Token ids, attention mask and a boolean mask of the ``[MASK]`` positions. Each literal ``[MASK]`` in
-    a caption is one masked token; other text is lower-cased and word-piece tokenised."""
+    """Token ids, attention mask and a boolean mask of the ``[MASK]`` positions, padded to the longest caption.
+    Each literal ``[MASK]`` in a caption is one masked token; other text is lower-cased and split into words as
+    training does (:func:`~icmlm_zoo.training.masking.tokenize_words`); ``max_length=None``: no truncation."""
     rows = []
     for cap in captions:
-        ids = [tokenizer.cls_token_id]
+        words: list[str] = []
         for part in _MASK.split(cap):
             if part == "[MASK]":
-                ids.append(tokenizer.mask_token_id)
+                words.append(tokenizer.mask_token)
             elif part.strip():
-                for w in split_words(part.lower()):
-                    ids.extend(tokenizer.convert_tokens_to_ids(tokenizer.tokenize(w)))
-        ids = ids[: max_length - 1] + [tokenizer.sep_token_id]
-        rows.append(ids)
+                words += split_words(part.lower())
+        rows.append(tokenize_words(tokenizer, words, max_length)[0])
     L = max(len(r) for r in rows)
     input_ids = torch.full((len(rows), L), tokenizer.pad_token_id, dtype=torch.long)
     att = torch.zeros((len(rows), L), dtype=torch.long)

@@ -7,9 +7,23 @@ import numpy as np
 
 from .tags import split_words
 
-__all__ = ["Masked", "SampleSkipped", "CaptionMasker"]
+__all__ = ["Masked", "SampleSkipped", "CaptionMasker", "tokenize_words"]
 
 IGNORE = -100
+
+
+def tokenize_words(tokenizer, words: list[str],
+                   max_length: int | None = None) -> tuple[list[int], list[int | None], bool]:
+    """The one caption tokeniser: ``[CLS]``, every word's wordpieces, ``[SEP]``; returns the token ids, each
+    token's word index (None for the specials) and whether the caption was cut to ``max_length`` tokens (the
+    final ``[SEP]`` is kept). A word equal to ``tokenizer.mask_token`` is one ``[MASK]`` token."""
+    enc = tokenizer(words, is_split_into_words=True, add_special_tokens=True)
+    ids, wids = list(enc["input_ids"]), list(enc.word_ids())
+    truncated = max_length is not None and len(ids) > max_length
+    if truncated:
+        ids = ids[: max_length - 1] + [ids[-1]]
+        wids = wids[: max_length - 1] + [None]
+    return ids, wids, truncated
 
 
 class SampleSkipped(Exception):
@@ -57,14 +71,8 @@ class CaptionMasker:
         self.special = set(tokenizer.all_special_ids)
 
     def encode(self, words: list[str]) -> tuple[list[int], list[int | None], bool]:
-        """Token ids and word ids (None for specials), truncated to ``max_length``."""
-        enc = self.tok(words, is_split_into_words=True, add_special_tokens=True)
-        ids, wids = list(enc["input_ids"]), list(enc.word_ids())
-        truncated = len(ids) > self.max_length
-        if truncated:
-            ids = ids[: self.max_length - 1] + [ids[-1]]
-            wids = wids[: self.max_length - 1] + [None]
-        return ids, wids, truncated
+        """Token ids and word ids (None for specials), truncated to ``max_length`` (:func:`tokenize_words`)."""
+        return tokenize_words(self.tok, words, self.max_length)
 
     def __call__(self, caption: str, rng: np.random.Generator) -> Masked:
         if not isinstance(caption, str):

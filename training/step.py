@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import torch
 
-from .validation import autocast
+from .amp import autocast
 
 __all__ = ["TrainStep", "icmlm_forward", "STRAIGHTFORWARD_OVERRIDES"]
 

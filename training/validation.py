@@ -11,15 +11,16 @@ the most frequent masked word).
 """
 from __future__ import annotations
 
-import contextlib
 from collections import Counter
 
 import torch
 
+from .amp import autocast
 from .config_sections import Config
+from .data.synthetic import CLASS_SIZES, NUMBERS, WORD_CLASSES
 from .distributed import DistInfo, all_reduce_sum
 
-__all__ = ["VisualWords", "visual_words_for", "evaluate", "run_evaluation", "eval_line", "autocast", "to_device",
+__all__ = ["VisualWords", "visual_words_for", "evaluate", "run_evaluation", "eval_line", "to_device",
            "topk_hits"]
 
 
@@ -43,17 +44,8 @@ def visual_words_for(data_kind: str) -> VisualWords:
     """The embedded scenes' attribute words, or every tag word on caption data."""
     if data_kind != "synthetic":
         return VisualWords()
-    from .data.synthetic import COLORS, NUMBERS, SHAPES, SIZES, WORD_CLASSES
-    sizes = {"color": len(COLORS), "shape": len(SHAPES), "size": len(SIZES), "count": len(NUMBERS)}
     classes = {w: c for w, c in WORD_CLASSES.items() if c != "count" or w in NUMBERS.values()}
-    return VisualWords(classes, sizes)
-
-
-def autocast(amp: str, device: torch.device):
-    """The training precision's autocast context (``train.amp``)."""
-    if amp == "none":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+    return VisualWords(classes, dict(CLASS_SIZES))
 
 
 def to_device(batch: dict, device: torch.device) -> dict:

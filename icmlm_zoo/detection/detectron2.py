@@ -22,9 +22,12 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+import timm
 import torch
 
+from icmlm_zoo.backbone_factory import load_backbone, read_timm_config
 from icmlm_zoo.constants import HEAD_PREFIXES
+from icmlm_zoo.convert import extract_trunk, load_checkpoint, match_to_model
 
 AUTHOR = "icmlm_zoo"
 _DEPTHS = {(2, 2, 2, 2): 18, (3, 4, 6, 3): 34, (3, 4, 23, 3): 101, (3, 8, 36, 3): 152}
@@ -132,12 +135,7 @@ _ORIGINAL_SUFFIXES = (".pth", ".pt", ".bin", ".tar")
 
 def _convert_original(path: Path, arch: str | None) -> tuple[dict[str, torch.Tensor], Any]:
     """A plain or original (NAVER) torch checkpoint -> (timm state dict, data config), via icmlm_zoo.convert."""
-    import timm
-
-    from icmlm_zoo.convert import extract_trunk, load_checkpoint, match_to_model
-    from icmlm_zoo.evaluation.model_loading import _read_config
-
-    cfg_arch, model_args = _read_config(path.parent)
+    cfg_arch, model_args = read_timm_config(path.parent)
     if not (arch or cfg_arch):
         raise ValueError(f"cannot tell the architecture of {path}: pass --arch NAME (e.g. icmlm_resnet50)")
     model = timm.create_model(arch or cfg_arch, pretrained=False, num_classes=0, **({} if arch else model_args))
@@ -171,14 +169,12 @@ def export_detectron2(model_or_path: str, out_pkl: str | Path, *, arch: str | No
                       overwrite: bool = False) -> Path:
     """Write ``out_pkl`` (detectron2 format) for a ResNet backbone, plus ``<out>.yaml`` with the settings.
 
-    ``model_or_path`` is anything :func:`icmlm_zoo.evaluation.model_loading.load_backbone` accepts: a timm
+    ``model_or_path`` is anything :func:`icmlm_zoo.backbone_factory.load_backbone` accepts: a timm
     name (``icmlm_resnet50.attfc_coco``), a weight file/folder (``arch`` names the architecture when there is
     no ``config.json``), or a training run folder; a ``.pth``/``.pt`` file may also be an original NAVER
     checkpoint (converted on the way, as ``icmlm-zoo convert`` does). Existing outputs are replaced only with
     ``overwrite``.
     """
-    from icmlm_zoo.evaluation.model_loading import load_backbone
-
     out = check_outputs(out_pkl, overwrite=overwrite)
     path = Path(model_or_path).expanduser()
     if path.is_file() and path.suffix in _ORIGINAL_SUFFIXES:

@@ -22,8 +22,9 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+from tqdm import tqdm
 
-from icmlm_zoo.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from icmlm_zoo.backbone_factory import load_backbone, model_data_config
 
 _TRAINABLE_ORDER = ["layer4", "layer3", "layer2", "layer1", "conv1"]
 
@@ -79,20 +80,21 @@ def build_faster_rcnn(model: str | nn.Module, num_classes: int, *, arch: str | N
                       **rcnn_kwargs) -> FasterRCNN:
     """Faster R-CNN (FPN) on an ICMLM backbone; ``num_classes`` counts object classes (background added).
 
-    ``model`` is a loaded trunk or anything ``load_backbone`` accepts (timm name, weight file/folder, run).
+    ``model`` is a loaded trunk or anything ``load_backbone`` accepts (timm name, weight file/folder, run);
+    ``mean``/``std`` default to the trunk's own (its timm data config; an error when it has none).
     """
     if isinstance(model, str):
-        from icmlm_zoo.evaluation.model_loading import load_backbone
-
         loaded = load_backbone(model, arch=arch)
-        trunk, mean, std = loaded.model, mean or loaded.mean, std or loaded.std
+        trunk, data_config = loaded.model, loaded.data_config
     else:
         trunk = model
+        data_config = model_data_config(trunk) if mean is None or std is None else {}
+    mean, std = mean or data_config["mean"], std or data_config["std"]
     trunk.train()
     backbone = resnet_fpn_backbone(trunk, trainable_layers=trainable_layers)
     anchors = AnchorGenerator(tuple((s,) for s in anchor_sizes), ((0.5, 1.0, 2.0),) * len(anchor_sizes))
     return FasterRCNN(backbone, num_classes=num_classes + 1, min_size=min_size, max_size=max_size,
-                      image_mean=list(mean or IMAGENET_DEFAULT_MEAN), image_std=list(std or IMAGENET_DEFAULT_STD),
+                      image_mean=list(mean), image_std=list(std),
                       rpn_anchor_generator=anchors, **rcnn_kwargs)
 
 
@@ -123,8 +125,6 @@ def generated_boxes(num_images: int, size: int = 128, max_objects: int = 3, seed
 def train_steps(detector: FasterRCNN, batch: list[tuple[torch.Tensor, dict]], steps: int, *,
                 lr: float = 0.01, progress: bool = True) -> list[float]:
     """SGD on one repeated batch (a convergence smoke test); returns the total loss per step."""
-    from tqdm import tqdm
-
     params = [p for p in detector.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=1e-4)
     images = [img for img, _ in batch]

@@ -9,8 +9,15 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from icmlm_zoo.transforms import eval_transform
+
+__all__ = ["stage_modules", "resolve_stage", "PooledFeatures", "eval_transform", "cache_key", "source_fingerprint",
+           "extract", "ImageList"]  # eval_transform: the transform factory's (icmlm_zoo.transforms), named here too
 
 
 def stage_modules(model: nn.Module) -> list[str]:
@@ -35,7 +42,8 @@ def resolve_stage(model: nn.Module, stage: int | str = -1) -> str:
 
 
 class PooledFeatures(nn.Module):
-    """Wraps a backbone; ``forward`` returns the global-average-pooled output of one stage, ``(B, C)``."""
+    """Wraps a backbone; ``forward`` returns the global-average-pooled output of one stage, ``(B, C)``, and
+    :meth:`stage_map` the output itself."""
 
     def __init__(self, model: nn.Module, stage: int | str = -1):
         super().__init__()
@@ -52,21 +60,20 @@ class PooledFeatures(nn.Module):
         self._out = out
 
     @torch.no_grad()
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def stage_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The stage's output itself, ``(B, C, h, w)`` (float32), before pooling."""
         self._out = None
         if hasattr(self.model, "forward_features"):
             self.model.forward_features(x)
         else:  # pragma: no cover - plain nn.Module trunks
             self.model(x)
         assert self._out is not None
-        return self._out.float().mean(dim=(2, 3)) if self._out.ndim == 4 else self._out.float()
+        return self._out.float()
 
-
-def eval_transform(data_config: dict[str, Any], image_size: int | None = None):
-    """The evaluation transform (resize, centre crop, normalise) of a data config; ``image_size`` overrides."""
-    from icmlm_zoo.transforms import create_image_transform
-
-    return create_image_transform(data_config, image_size=image_size)
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.stage_map(x)
+        return out.mean(dim=(2, 3)) if out.ndim == 4 else out
 
 
 def cache_key(*parts: Any) -> str:
@@ -90,8 +97,6 @@ def extract(model: nn.Module, dataset: Dataset, *, stage: int | str = -1, batch_
 
     With ``cache`` (an ``.npz`` path) the result is reused when the file exists and written otherwise.
     """
-    from tqdm import tqdm
-
     if cache is not None and Path(cache).is_file():
         data = np.load(cache)
         feats = data["features"]
@@ -134,7 +139,5 @@ class ImageList(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        from PIL import Image
-
         with Image.open(self.paths[i]) as im:
             return self.transform(im.convert("RGB")), i

@@ -16,6 +16,14 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
+from torchvision.datasets import ImageFolder
+from tqdm import tqdm
+
+from icmlm_zoo.backbone_factory import load_backbone
+from icmlm_zoo.transforms import create_image_transform
+
+from .features import PooledFeatures, resolve_stage
+from .reporting import markdown_table
 
 CHECKPOINT = "linear_probe.pt"
 
@@ -77,8 +85,6 @@ def _train_epoch(features: nn.Module, head: nn.Linear, opt, sched, train_set, cf
                  device: str, progress: bool) -> float:
     """One epoch of the linear layer on frozen features; returns the mean training loss. Augmentation and order
     depend only on (seed, epoch), so a resumed probe ends where an uninterrupted one does."""
-    from tqdm import tqdm
-
     torch.manual_seed(cfg.seed * 1000 + epoch)
     random.seed(cfg.seed * 1000 + epoch)  # timm's random crop draws from Python's generator
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
@@ -103,20 +109,13 @@ def run_linear_probe(model: str, data: str | Path, out_dir: str | Path, *, val_d
 
     ``stop_after_epoch`` ends this call early (as an interruption would); ``resume=True`` continues later.
     """
-    from torchvision.datasets import ImageFolder
-
-    from icmlm_zoo.transforms import create_image_transform
-
-    from .features import PooledFeatures, eval_transform, resolve_stage
-    from .model_loading import load_backbone
-
     cfg = config or ProbeConfig()
     train_dir, val_dir = find_splits(data, val_data)
-    loaded = load_backbone(model, arch=arch, device=device)
+    loaded = load_backbone(model, arch=arch, device=device, image_size=cfg.image_size)
     size = cfg.image_size or loaded.data_config["input_size"][-1]
     train_set = ImageFolder(str(train_dir), create_image_transform(loaded.data_config, training=True, image_size=size,
                                                                     scale_min=cfg.min_scale, hflip=True))
-    val_set = ImageFolder(str(val_dir), eval_transform(loaded.data_config, cfg.image_size))
+    val_set = ImageFolder(str(val_dir), loaded.transform)
     if train_set.classes != val_set.classes:
         raise ValueError(f"train classes {train_set.classes} differ from val classes {val_set.classes}")
     features = PooledFeatures(loaded.model, cfg.stage).to(device).eval()
@@ -152,15 +151,17 @@ def run_linear_probe(model: str, data: str | Path, out_dir: str | Path, *, val_d
         tmp.replace(ckpt_path)
     metrics = evaluate(features, head, val_loader, device)
     features.remove()
-    return {"task": "linear_probe", "model": model, "arch": loaded.name, "stage": resolve_stage(loaded.model, cfg.stage),
-            "classes": train_set.classes, "n_train": len(train_set), "n_val": len(val_set), "feature_dim": dim,
+    return {"task": "linear_probe", "model": model, "arch": loaded.name,
+            "stage": resolve_stage(loaded.model, cfg.stage), "classes": train_set.classes, "n_train": len(train_set),
+            "n_val": len(val_set), "feature_dim": dim,
             "config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}, "history": history, **metrics}
 
 
 def markdown(result: dict) -> str:
     """Human-readable summary of a probe result."""
+    row = (f"{100 * result['top1']:.2f}", f"{100 * result['top5']:.2f}", f"{result['loss']:.4f}",
+           len(result["classes"]), result["n_train"], result["n_val"], result["config"]["epochs"])
     lines = [f"# Linear probe — `{result['model']}` ({result['stage']})", "",
-             "| top-1 (%) | top-5 (%) | val loss | classes | train | val | epochs |", "|---:|---:|---:|---:|---:|---:|---:|",
-             f"| {100 * result['top1']:.2f} | {100 * result['top5']:.2f} | {result['loss']:.4f} | "
-             f"{len(result['classes'])} | {result['n_train']} | {result['n_val']} | {result['config']['epochs']} |"]
+             *markdown_table(("top-1 (%)", "top-5 (%)", "val loss", "classes", "train", "val", "epochs"), [row],
+                             "rrrrrrr")]
     return "\n".join(lines) + "\n"

@@ -14,6 +14,15 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from tqdm import tqdm
+
+from icmlm_zoo.backbone_factory import load_backbone
+from icmlm_zoo.cli_support import require_extras
+
+from .features import ImageList, cache_key, extract, resolve_stage, source_fingerprint
+
+# sklearn (the [eval] extra) is imported inside the SVM functions: the VOC reader and features need only the core
+from .reporting import markdown_table
 
 DEFAULT_COSTS = (0.01, 0.1, 1.0, 10.0)
 
@@ -114,7 +123,6 @@ def evaluate(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_
              classes: Sequence[str], costs: Sequence[float] = DEFAULT_COSTS, seed: int = 0) -> dict:
     """Per-class SVMs on L2-normalised features; returns ``{"mAP", "per_class": {cls: {AP, C}}}`` (AP in [0,1])."""
     from sklearn.metrics import average_precision_score
-    from tqdm import tqdm
 
     per_class = {}
     for j, cls in enumerate(tqdm(classes, desc=f"SVMs ({len(costs)} costs x 3-fold CV)", unit="class", leave=False)):
@@ -134,17 +142,13 @@ def run_voc07(model: str, data: str | Path, *, arch: str | None = None, stage: i
               cache_dir: str | Path | None = None, device: str = "cpu", seed: int = 0,
               num_workers: int = 0) -> dict:
     """The whole protocol for one model spec; returns the result dict (see :func:`evaluate`) plus metadata."""
-    from icmlm_zoo.cli_support import require_extras
-
     require_extras("the VOC07 SVMs", ["eval"], ["sklearn"])  # before the long feature extraction
-    from .features import ImageList, cache_key, eval_transform, extract, resolve_stage, source_fingerprint
-    from .model_loading import load_backbone
 
     root = find_voc_root(data)
     classes = discover_classes(root)
     train, test = load_split(root, "trainval", classes), load_split(root, "test", classes)
-    loaded = load_backbone(model, arch=arch, device=device)
-    transform = eval_transform(loaded.data_config, image_size)
+    loaded = load_backbone(model, arch=arch, device=device, image_size=image_size)
+    transform = loaded.transform
     feats = {}
     for name, split in (("trainval", train), ("test", test)):
         cache = None
@@ -163,9 +167,9 @@ def run_voc07(model: str, data: str | Path, *, arch: str | None = None, stage: i
 
 def markdown(result: dict) -> str:
     """A human-readable table of per-class AP and the mAP."""
+    rows = [(cls, f"{100 * v['AP']:.2f}", f"{v['C']:g}", v["n_train_pos"], v["n_test_pos"])
+            for cls, v in result["per_class"].items()]
     lines = [f"# VOC07 linear SVM — `{result.get('model', '?')}` ({result.get('stage', '')})", "",
-             f"**mAP: {100 * result['mAP']:.2f}**", "", "| class | AP (%) | C | train pos | test pos |",
-             "|---|---:|---:|---:|---:|"]
-    for cls, v in result["per_class"].items():
-        lines.append(f"| {cls} | {100 * v['AP']:.2f} | {v['C']:g} | {v['n_train_pos']} | {v['n_test_pos']} |")
+             f"**mAP: {100 * result['mAP']:.2f}**", "",
+             *markdown_table(("class", "AP (%)", "C", "train pos", "test pos"), rows, "lrrrr")]
     return "\n".join(lines) + "\n"

@@ -4,6 +4,10 @@ Each scene holds 1-3 coloured shapes of two sizes on a plain, slightly noisy bac
 cells of a 3x3 grid; the caption describes them with a small grammar (varied phrasing). Scene ``i`` of seed
 ``s`` is a pure function of ``(s, i)``: the same seed gives the same images and captions, another seed gives
 unseen scenes (validation uses seed 10_000 by default, the held-out probes 20_000 on). Ground-truth boxes are kept.
+
+The scenes' vocabulary is public here, once: the words of each class (``CLASS_WORDS``: colour, shape, size,
+count), their sizes (``CLASS_SIZES``) and the blind chance of naming a masked word of a class
+(:func:`blind_chance`, 1/|class|); every evaluation on the scenes takes its chance levels from here.
 """
 from __future__ import annotations
 
@@ -15,12 +19,17 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-__all__ = ["COLORS", "SHAPES", "SIZES", "POSITIONS", "WORD_CLASSES", "SyntheticScenes", "write_jsonl"]
+from .records import Record
 
-COLORS: dict[str, tuple[int, int, int]] = {
+__all__ = ["COLOR_RGB", "COLORS", "SHAPES", "SIZES", "NUMBERS", "POSITIONS", "WORD_CLASSES", "CLASS_WORDS",
+           "CLASS_SIZES", "blind_chance", "SyntheticScenes", "write_jsonl"]
+
+#: colour word -> the RGB it is drawn with
+COLOR_RGB: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40), "green": (40, 180, 60), "blue": (50, 90, 235),
     "yellow": (240, 220, 40), "purple": (160, 60, 210), "white": (245, 245, 245),
 }
+COLORS = tuple(COLOR_RGB)  # the colour words, in the generator's order
 SHAPES = ("circle", "square", "triangle", "diamond")
 SIZES = {"small": 0.17, "large": 0.30}  # side as a fraction of the image size
 # 3x3 grid cell (row, col) -> phrases naming it
@@ -40,6 +49,15 @@ NUMBERS = {1: "one", 2: "two", 3: "three"}
 WORD_CLASSES: dict[str, str] = {**{c: "color" for c in COLORS}, **{s: "shape" for s in SHAPES},
                                 **{s: "size" for s in SIZES}, **{"shapes": "count", "objects": "count"},
                                 **{n: "count" for n in NUMBERS.values()}}
+#: the words of each attribute class a masked word can be scored against
+CLASS_WORDS: dict[str, tuple[str, ...]] = {"color": COLORS, "shape": SHAPES, "size": tuple(SIZES),
+                                           "count": tuple(NUMBERS.values())}
+CLASS_SIZES: dict[str, int] = {cls: len(words) for cls, words in CLASS_WORDS.items()}
+
+
+def blind_chance(cls: str) -> float:
+    """The chance of naming a masked word of class ``cls`` without the image: 1/|class|."""
+    return 1.0 / CLASS_SIZES[cls]
 
 
 def _article(next_word: str) -> str:
@@ -86,7 +104,8 @@ class SyntheticScenes:
     """Map-style data set of procedural captioned scenes.
 
     ``scene(i)`` returns ``{"image": PIL RGB, "caption": str, "objects": [{"shape", "color", "size",
-    "box": (x0, y0, x1, y1)}]}``; ``dataset[i]`` is the same dict. ``caption(i)`` is cheap (no drawing).
+    "box": (x0, y0, x1, y1)}]}``; ``dataset[i]`` is the same dict. ``caption(i)`` and ``objects(i)`` are cheap
+    (no drawing).
     """
 
     def __init__(self, num_images: int, image_size: int = 64, seed: int = 0, max_objects: int = 3,
@@ -117,7 +136,7 @@ class SyntheticScenes:
             half = side / 2
             box = (max(0, round(cx - half)), max(0, round(cy - half)),
                    min(S, round(cx + half)), min(S, round(cy + half)))
-            objects.append({"shape": str(rng.choice(SHAPES)), "color": str(rng.choice(list(COLORS))),
+            objects.append({"shape": str(rng.choice(SHAPES)), "color": str(rng.choice(COLORS)),
                             "size": size, "box": box, "cell": (row, col)})
         caption = _caption(objects, rng)
         return objects, caption, rng
@@ -125,6 +144,10 @@ class SyntheticScenes:
     def caption(self, i: int) -> str:
         """The caption of scene ``i`` (without rendering the image)."""
         return self._layout(i)[1]
+
+    def objects(self, i: int) -> list[dict]:
+        """The objects of scene ``i`` with their grid ``cell`` (row, col), without rendering the image."""
+        return self._layout(i)[0]
 
     def scene(self, i: int) -> dict[str, Any]:
         """Render scene ``i``: image, caption and objects with pixel boxes."""
@@ -136,7 +159,7 @@ class SyntheticScenes:
         draw = ImageDraw.Draw(img)
         for obj in objects:
             x0, y0, x1, y1 = obj["box"]
-            fill = COLORS[obj["color"]]
+            fill = COLOR_RGB[obj["color"]]
             if obj["shape"] == "circle":
                 draw.ellipse([x0, y0, x1 - 1, y1 - 1], fill=fill)
             elif obj["shape"] == "square":
@@ -157,7 +180,6 @@ class SyntheticScenes:
 
     def record(self, i: int):
         """Scene ``i`` as a training :class:`~icmlm_zoo.training.data.records.Record`."""
-        from .records import Record
         s = self.scene(i)
         return Record(image=s["image"], caption=s["caption"], labels=sorted({o["shape"] for o in s["objects"]}))
 

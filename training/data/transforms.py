@@ -1,5 +1,6 @@
 """A run's preprocessing record and image transforms: :func:`icmlm_zoo.transforms.create_image_transform` with
-the backbone's pretrained cfg (mean/std/interpolation/crop_pct) and the run's ``data`` section (size, scale_min,
+the backbone's pretrained cfg (mean/std/interpolation/crop_pct, from the core's
+:func:`icmlm_zoo.backbone_factory.architecture_data_config`) and the run's ``data`` section (size, scale_min,
 hflip, eval_crop_pct). The trainer writes the record to ``RUN/preprocessing.json``; inference, evaluation and
 export read it from there."""
 from __future__ import annotations
@@ -8,23 +9,13 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
-
+from icmlm_zoo.backbone_factory import architecture_data_config
 from icmlm_zoo.transforms import create_image_transform
 
+from ..backbones import ensure_registered
 from ..config_sections import Config, DataSection
 
-__all__ = ["backbone_norm", "run_preprocessing", "read_run_preprocessing", "run_transforms", "PREPROCESSING_FILE"]
-
-
-def backbone_norm(model_name: str) -> dict[str, Any]:
-    """mean/std/crop_pct/interpolation of a timm backbone's pretrained cfg (model built on the meta device)."""
-    import timm
-    from .. import backbones
-    backbones.ensure_registered(model_name)
-    with torch.device("meta"):
-        m = timm.create_model(model_name, pretrained=False, num_classes=0)
-    return timm.data.resolve_model_data_config(m)
+__all__ = ["run_preprocessing", "read_run_preprocessing", "run_transforms", "PREPROCESSING_FILE"]
 
 
 PREPROCESSING_FILE = "preprocessing.json"
@@ -33,7 +24,8 @@ PREPROCESSING_FILE = "preprocessing.json"
 def run_preprocessing(backbone: str, d: DataSection) -> dict[str, Any]:
     """The evaluation preprocessing of a run (timm data-config keys): the run's size and ``eval_crop_pct``, the
     backbone's mean/std/interpolation (and crop_pct unless the run sets one)."""
-    norm = backbone_norm(backbone)
+    ensure_registered(backbone)
+    norm = architecture_data_config(backbone)
     size = int(d.image_size)
     return {"input_size": [3, size, size], "mean": [float(v) for v in norm["mean"]],
             "std": [float(v) for v in norm["std"]], "interpolation": norm.get("interpolation", "bilinear"),
