@@ -107,7 +107,7 @@ def test_write_coco_files_load_in_pycocotools(tmp_path):
 
 def test_shifted_scenes_keep_labels_and_move_boxes_onto_the_objects():
     from icmlm_zoo.analysis.detection_scenes import detection_scenes
-    from icmlm_zoo.training.data.synthetic import COLORS
+    from icmlm_zoo.training.data.synthetic import COLOR_RGB
 
     plain = detection_scenes(20, seed=3, size=64)
     shifted = detection_scenes(20, seed=3, size=64, shifted=True)
@@ -119,7 +119,7 @@ def test_shifted_scenes_keep_labels_and_move_boxes_onto_the_objects():
         arr = np.asarray(s["image"]).astype(float)
         for (x0, y0, x1, y1), obj in zip(s["boxes"], s["objects"]):
             cx, cy = int((x0 + x1) / 2), int((y0 + y1) / 2)
-            assert np.abs(arr[cy, cx] - COLORS[obj["color"]]).max() < 40  # the object's colour at its box centre
+            assert np.abs(arr[cy, cx] - COLOR_RGB[obj["color"]]).max() < 40  # the object's colour at its box centre
         assert not np.array_equal(np.asarray(p["image"]), np.asarray(s["image"]))
 
 
