@@ -32,8 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 for p in (ROOT, ROOT / "benchmarks"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
+from icmlm_zoo.cpu_threads import configure_cpu_threads  # noqa: E402
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench_step.py
 
 
 def write_jpegs(out: Path, n: int, size: int, quality: int = 90) -> Path:
@@ -54,6 +55,7 @@ def write_jpegs(out: Path, n: int, size: int, quality: int = 90) -> Path:
 
 
 def main(argv=None) -> int:
+    configure_cpu_threads(restart=argv is None)  # first: OpenMP's passive wait policy, threads (busy CPUs)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=96, help="JPEG files written and read per pass")
     parser.add_argument("--jpeg-size", type=int, default=480, help="side of the JPEG files (COCO-like)")

@@ -36,10 +36,13 @@ ROOT = Path(__file__).resolve().parents[1]
 for p in (ROOT, ROOT / "benchmarks"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
+from icmlm_zoo.cpu_threads import configure_cpu_threads  # noqa: E402
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def main(argv=None) -> int:
+    configure_cpu_threads(restart=argv is None)  # first: OpenMP's passive wait policy, threads (busy CPUs)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=64, help="per-step batch (GPU-sized; CPU P1 uses 16)")
     parser.add_argument("--size", type=int, default=224)

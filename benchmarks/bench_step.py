@@ -49,11 +49,9 @@ ROOT = Path(__file__).resolve().parents[1]
 for p in (ROOT, ROOT / "benchmarks"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
+from icmlm_zoo.cpu_threads import configure_cpu_threads  # noqa: E402
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# On a shared machine, OpenMP threads that spin-wait at barriers while other processes hold the cores make
-# small ops far slower (docs/performance.md, "How it is measured"). Only effective
-# when set before torch is imported (i.e. when run as a script).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 GOALS = {"P1 att-fc": 1.25, "P1 tfm": 1.5, "P1c att-fc warm cache": 1.05, "P2": 1.5}
 
@@ -113,6 +111,7 @@ def icmlm_config(preset: str, overrides: list[str], quick: bool):
 
 
 def main(argv=None) -> int:
+    configure_cpu_threads(restart=argv is None)  # first: OpenMP's passive wait policy, threads (busy CPUs)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds (median over them)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")

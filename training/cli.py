@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from icmlm_zoo.cli_support import HelpFormatter, MissingExtraError, add_version, require_extras
+from icmlm_zoo.cpu_threads import configure_cpu_threads
 
 __all__ = ["main", "build_parser"]
 
@@ -218,6 +219,7 @@ def _plot(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``icmlm-train``; returns the exit status (errors are printed as one line, not raised)."""
+    configure_cpu_threads(restart=argv is None)  # first: OpenMP's wait policy must precede torch (busy CPUs)
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in COMMANDS + ("-h", "--help", "--version"):
         argv = ["train", *argv]  # `icmlm-train --preset demo` = `icmlm-train train --preset demo`
