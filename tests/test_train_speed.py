@@ -89,6 +89,21 @@ def test_resolve_text_dtype():
         resolve_text_dtype("int8", "none", cpu)
 
 
+def test_amp_auto_is_bf16_exactly_where_the_device_has_native_bf16(monkeypatch):
+    from icmlm_zoo.training import text_runner, validation
+    from icmlm_zoo.training.config import load_config
+    cpu = torch.device("cpu")
+    assert load_config("demo", None, ["train.amp=auto"])["train"]["amp"] == "auto"
+    for native, amp, dtype in ((True, "bf16", torch.bfloat16), (False, "none", torch.float32)):
+        monkeypatch.setattr(validation, "fast_bf16", lambda device, n=native: n)
+        monkeypatch.setattr(text_runner, "fast_bf16", lambda device, n=native: n)
+        assert validation.resolve_amp("auto", cpu) == amp
+        assert resolve_text_dtype("auto", "auto", cpu) == dtype
+        with validation.autocast("auto", cpu):
+            assert torch.is_autocast_enabled("cpu") == native
+    assert validation.resolve_amp("none", cpu) == "none" and validation.resolve_amp("bf16", cpu) == "bf16"
+
+
 def test_text_feature_cache_lru():
     c = TextFeatureCache(2)
     for k in (b"a", b"b", b"c"):

@@ -47,6 +47,8 @@ def resolve_text_dtype(precision: str, amp: str, device: torch.device) -> torch.
     if precision not in TEXT_PRECISIONS:
         raise ValueError(f"text.precision={precision!r}; choose one of {list(TEXT_PRECISIONS)}")
     if precision == "auto":
+        if amp == "auto":
+            amp = "bf16" if fast_bf16(device) else "none"
         if amp == "none":
             precision = "bf16" if fast_bf16(device) else "fp32"
         else:

@@ -18,9 +18,10 @@ import torch
 
 from .config_sections import Config
 from .distributed import DistInfo, all_reduce_sum
+from .text_runner import fast_bf16
 
-__all__ = ["VisualWords", "visual_words_for", "evaluate", "run_evaluation", "eval_line", "autocast", "to_device",
-           "topk_hits"]
+__all__ = ["VisualWords", "visual_words_for", "evaluate", "run_evaluation", "eval_line", "autocast", "resolve_amp",
+           "to_device", "topk_hits"]
 
 
 class VisualWords:
@@ -49,8 +50,17 @@ def visual_words_for(data_kind: str) -> VisualWords:
     return VisualWords(classes, sizes)
 
 
+def resolve_amp(amp: str, device: torch.device) -> str:
+    """``train.amp`` with ``auto`` decided for ``device``: ``bf16`` where it computes bf16 natively (CUDA with
+    bf16, CPUs with AMX/AVX512-BF16), else ``none``."""
+    if amp != "auto":
+        return amp
+    return "bf16" if fast_bf16(device) else "none"
+
+
 def autocast(amp: str, device: torch.device):
-    """The training precision's autocast context (``train.amp``)."""
+    """The training precision's autocast context (``train.amp``; ``auto`` as :func:`resolve_amp` decides)."""
+    amp = resolve_amp(amp, device)
     if amp == "none":
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
