@@ -35,8 +35,7 @@ def _step_for(overrides: list[str], run_dir: Path, text):
     from icmlm_zoo.training.step import TrainStep
     cfg = sections(load_config("demo", None, ["data.num_workers=0", *overrides]))
     torch.manual_seed(0)
-    info = DistInfo()
-    pipe = build_pipeline(cfg, run_dir, info, text=text)
+    pipe = build_pipeline(cfg, run_dir, DistInfo(), text=text)
     opt = build_optimizer(pipe.model, cfg.optim)
     step = TrainStep(pipe.model, opt, scheduler=build_scheduler(opt, 600, cfg.optim), amp=cfg.train.amp,
                      grad_clip=cfg.optim.grad_clip)
@@ -61,6 +60,7 @@ def main(argv=None) -> int:
     import torch
     from common import report
 
+    from icmlm_zoo.training.distributed import DistInfo
     from icmlm_zoo.training.text import load_text_side
     from icmlm_zoo.training.validation import run_evaluation
     prev = torch.get_num_threads()
@@ -92,7 +92,7 @@ def main(argv=None) -> int:
             cfg, pipe, _ = built[names[0]]
             t0 = time.process_time()
             cfg.eval.max_batches = 2 if args.quick else cfg.eval.max_batches
-            run_evaluation(pipe.model, pipe.val[0], cfg, pipe_info(), pipe.tokenizer)
+            run_evaluation(pipe.model, pipe.val[0], cfg, DistInfo(), pipe.tokenizer)
             eval_s = time.process_time() - t0
     finally:
         torch.set_num_threads(prev)
@@ -107,11 +107,6 @@ def main(argv=None) -> int:
            ["variant", "overrides", f"CPU s per step ({args.threads} thread)", "min", "vs first"], rows, [],
            extra={"times": times, "make_batch_s": make_s, "eval_s": eval_s, "threads": args.threads})
     return 0
-
-
-def pipe_info():
-    from icmlm_zoo.training.distributed import DistInfo
-    return DistInfo()
 
 
 if __name__ == "__main__":

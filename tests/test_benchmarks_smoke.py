@@ -145,6 +145,7 @@ def test_bench_memory_quick_runs_the_demo(results):
     assert run["pss_mb"] > 100 and run["processes"] >= 1 and run["cpu_s"] > 0
 
 
+@pytest.mark.slow
 def test_bench_demo_step_quick(results):
     import bench_demo_step
     assert bench_demo_step.main(["--quick"]) == 0
