@@ -75,7 +75,7 @@ def tree_memory_mb(pid: int) -> dict[int, dict[str, float]]:
 
 
 def run_measured(cmd: list[str], env: dict[str, str], log: Path, *, memory: bool = False,
-                 timeout: float = 3600.0, interval: float = 0.25) -> dict:
+                 timeout: float | None = None, interval: float = 0.25) -> dict:
     """Run ``cmd`` to its end; wall seconds, CPU seconds (user, sys) of it and its descendants, and with
     ``memory`` the peak PSS of its process tree (sampled every ``interval`` s). Raises on a non-zero exit."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
