@@ -37,6 +37,10 @@ VARIANTS: dict[str, list[str]] = {
     "ICMLM tfm + TP": ["model.heads=[tfm,tp]"],
     "ICMLM att-fc (no TP)": ["model.heads=[attfc]"],
 }
+# The published table's recipe (docs/fidelity.md) was trained with the demo preset as it was before issue 21 moved
+# the demo to bf16 autocast, channels_last and no periodic evaluations; those are pinned here until the table is
+# re-run at the new settings (overrides given by the user still win).
+RECIPE = ["train.amp=none", "model.channels_last=false", "eval.every=200"]
 QUICK = ["train.max_steps=6", "train.batch_size=4", "data.synthetic.num_images=64", "data.synthetic.val_images=8",
          "run.ckpt_every=1000", "eval.max_batches=2", "model.attfc.hidden=64", "model.tfm.ff=64",
          "model.tfm.layers=1"]
@@ -93,7 +97,7 @@ def run_fidelity(out_dir: str | Path, *, seeds: Sequence[int] = (0, 1, 2), quick
     """Train every variant for every seed (or reuse finished runs) and score them; returns the JSON result."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    base = (QUICK if quick else []) + list(overrides)
+    base = RECIPE + (QUICK if quick else []) + list(overrides)
     if quick:
         num_train, num_test, grounding_scenes = 80, 40, 16
     cfg = load_config("demo", None, base)

@@ -22,6 +22,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from fakehub import FakeHub  # noqa: E402
 
+from icmlm_zoo.cpu_threads import configure_cpu_threads  # noqa: E402
+
 HUB = FakeHub()
 TMP = Path(tempfile.mkdtemp(prefix="icmlm-bench-"))
 os.environ.update(HF_ENDPOINT=HUB.url, HF_HUB_CACHE=str(TMP / "hf"), ICMLM_ZOO_CACHE=str(TMP / "zoo"),
@@ -29,6 +31,7 @@ os.environ.update(HF_ENDPOINT=HUB.url, HF_HUB_CACHE=str(TMP / "hf"), ICMLM_ZOO_C
 
 
 def main(argv=None) -> int:
+    configure_cpu_threads(restart=argv is None)  # first: OpenMP's passive wait policy, threads (busy CPUs)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args(argv)

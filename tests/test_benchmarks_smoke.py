@@ -79,3 +79,73 @@ def test_bench_gpu_quick(results):
         assert rc == 0 and data["skipped"] is False
     else:
         assert rc == 2 and data["skipped"] is True and "NOT measured" in data["reason"]
+
+
+# The demo-level benchmarks (bench_contention, bench_memory, bench_demo) run the demo in child processes. The
+# fast tests below put a small stand-in program in the demo's place to check the machinery (hogs started and
+# stopped, CPU time of children, PSS of the process tree, the report); one slow test runs the real demo.
+
+STAND_IN = ("import sys, time\nx = bytearray(30 * 2**20)\nt = time.process_time()\n"
+            "while time.process_time() - t < 0.3:\n    pass\n")
+
+
+@pytest.fixture
+def stand_in_demo(monkeypatch):
+    import demo_runs
+    calls = []
+
+    def command(out, steps=None, overrides=()):
+        calls.append((str(out), steps, list(overrides)))
+        return [sys.executable, "-c", STAND_IN]
+    monkeypatch.setattr(demo_runs, "demo_command", command)
+    return calls
+
+
+def test_bench_contention_machinery(results, stand_in_demo):
+    import os
+
+    import bench_contention
+    import demo_runs
+    before = set(demo_runs._children(os.getpid()))
+    assert bench_contention.main(["--steps", "7", "--hogs", "0,1"]) == 0
+    assert set(demo_runs._children(os.getpid())) <= before  # every hog was stopped
+    data = _load(results, "contention")
+    assert len(stand_in_demo) == 4 and all(c[1] == 7 and "eval.every=0" in c[2] for c in stand_in_demo)
+    assert set(data["medians"]) == set(bench_contention.SETTINGS)
+    for setting in data["medians"].values():
+        assert setting["0"]["cpu_s"] >= 0.25                    # the child's own CPU time was counted
+    assert [g["goal"] for g in data["goals"]] == [
+        "shortened demo beside 1 CPU-bound process(es) / alone, new defaults"]
+
+
+def test_bench_memory_machinery(results, stand_in_demo):
+    import bench_memory
+    assert bench_memory.main(["--steps", "5", "--variants", "a=;b=data.num_workers=0"]) == 0
+    data = _load(results, "memory")
+    assert [c[2] for c in stand_in_demo] == [[], ["data.num_workers=0"]]
+    for run in data["runs"].values():
+        assert 30 <= run["pss_mb"] < 1000 and run["processes"] == 1  # the 30 MB buffer is seen
+
+
+def test_bench_demo_levers_machinery(results, stand_in_demo):
+    import bench_demo
+    assert bench_demo.main(["--steps", "4", "--rounds", "2", "--variants", "x=a.b=1;y=a.b=2,c.d=3"]) == 0
+    data = _load(results, "demo_levers")
+    assert len(stand_in_demo) == 4 and stand_in_demo[1][2] == ["a.b=2", "c.d=3"]  # second round reversed order
+    assert data["rows"][0][4] == "1.000"
+
+
+@pytest.mark.slow
+def test_bench_memory_quick_runs_the_demo(results):
+    import bench_memory
+    assert bench_memory.main(["--quick"]) == 0
+    run = _load(results, "memory_quick")["runs"]["demo"]
+    assert run["pss_mb"] > 100 and run["processes"] >= 1 and run["cpu_s"] > 0
+
+
+@pytest.mark.slow
+def test_bench_demo_step_quick(results):
+    import bench_demo_step
+    assert bench_demo_step.main(["--quick"]) == 0
+    data = _load(results, "demo_step_quick")
+    assert set(data["times"]) == {"fp32", "bf16"} and data["make_batch_s"] > 0 and data["eval_s"] > 0

@@ -89,6 +89,21 @@ def test_resolve_text_dtype():
         load_config("demo", None, ["text.precision=int8"])  # checked once, where the config is read
 
 
+def test_amp_auto_is_bf16_exactly_where_the_device_has_native_bf16(monkeypatch):
+    from icmlm_zoo.training import amp as amp_module
+    from icmlm_zoo.training import text_runner
+    cpu = torch.device("cpu")
+    assert load_config("demo", None, ["train.amp=auto"]).train.amp == "auto"
+    for native, amp, dtype in ((True, "bf16", torch.bfloat16), (False, "none", torch.float32)):
+        monkeypatch.setattr(amp_module, "fast_bf16", lambda device, n=native: n)
+        monkeypatch.setattr(text_runner, "fast_bf16", lambda device, n=native: n)
+        assert amp_module.resolve_amp("auto", cpu) == amp
+        assert resolve_text_dtype("auto", "auto", cpu) == dtype
+        with amp_module.autocast("auto", cpu):
+            assert torch.is_autocast_enabled("cpu") == native
+    assert amp_module.resolve_amp("none", cpu) == "none" and amp_module.resolve_amp("bf16", cpu) == "bf16"
+
+
 def test_text_feature_cache_lru():
     c = TextFeatureCache(2)
     for k in (b"a", b"b", b"c"):

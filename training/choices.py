@@ -8,5 +8,5 @@ TEXT_PRECISIONS = ("auto", "fp32", "bf16", "fp16")   # text.precision
 OPTIM_IMPLS = ("auto", "fused", "foreach", "loop")   # optim.impl
 LOGITS_AT = ("masked", "all")                        # model.logits
 FUSION_IMPLS = ("fast", "reference")                 # model.fusion_impl
-AMP_MODES = ("none", "bf16", "fp16")                 # train.amp
+AMP_MODES = ("none", "bf16", "fp16", "auto")         # train.amp (auto: bf16 where native, else none)
 DATA_KINDS = ("synthetic", "coco", "vg", "pairs", "webdataset")  # data.kind: the table in training/data/__init__.py

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from icmlm_zoo.cli_support import HelpFormatter, MissingExtraError, add_version, require_extras
+from icmlm_zoo.cpu_threads import configure_cpu_threads
 
 # The trainer's modules (torch, yaml, transformers) are imported inside the commands, not here: -h and --version
 # answer without them, and a missing [train] extra is a one-line message instead of an ImportError.
@@ -287,6 +288,7 @@ def _plot(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``icmlm-train``; returns the exit status (errors are printed as one line, not raised;
     Ctrl-C is exit status 130 with the way to continue)."""
+    configure_cpu_threads(restart=argv is None)  # first: OpenMP's wait policy must precede torch (busy CPUs)
     try:
         return _main(argv)
     except KeyboardInterrupt:

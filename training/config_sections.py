@@ -235,7 +235,8 @@ class TrainSection:
     epochs: int = key(1, integer(1))
     max_steps: int | None = key(None, integer(1, none=True),
                                 "optimizer steps in total; default: epochs * steps per epoch")
-    amp: str = key("none", choice(*AMP_MODES))
+    amp: str = key("none", choice(*AMP_MODES), "autocast: none | bf16 | fp16 (CUDA) | auto (bf16 where the device "
+                   "computes it natively: CUDA with bf16, CPUs with AMX/AVX512-BF16; else none)")
     max_nonfinite_steps: int = key(5, integer(1),
                                    "stop after this many optimizer steps in a row with a NaN/Inf loss or gradient")
     max_idle_samples: int = key(5000, integer(1), "stop when this many samples in a row give no optimizer step")

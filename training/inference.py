@@ -67,6 +67,7 @@ def load_run(run_dir: str | Path, checkpoint: str | int = "last", device: str | 
             tags = load_tags(p)
     if "tp" in cfg.model.heads and not tags:
         raise FileNotFoundError(f"the run has a TP head but its tag file ({cfg.tags.file}) is missing")
+    cfg.model.channels_last = False  # a training-speed layout: inference gives the exported backbone's numbers in timm
     model = build_model(cfg, text, len(tags) if tags else 0)
     state = ckpt.load_checkpoint(ckpt.resolve_checkpoint(run_dir, checkpoint))
     model.load_trainable_state_dict(state["model"])

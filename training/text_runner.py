@@ -45,6 +45,8 @@ def resolve_text_dtype(precision: str, amp: str, device: torch.device) -> torch.
     CUDA); without AMP, bf16 where the device computes it natively (the encoder is frozen: its features only
     lose bits below bf16's precision, and the trunk and heads stay fp32), else fp32."""
     if precision == "auto":
+        if amp == "auto":
+            amp = "bf16" if fast_bf16(device) else "none"
         if amp == "none":
             precision = "bf16" if fast_bf16(device) else "fp32"
         else:
