@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             require_extras(f"icmlm-eval {args.command}", [extra], modules)
         if hasattr(args, "device"):
             args.device = resolve_device(args.device)
-        if args.command != "fidelity":  # fidelity's --out is its own resumable folder
+        if args.command not in ("fidelity", "transfer"):  # their --out is their own resumable folder of records
             prepare_output(args.command, args)
         with Heartbeat(f"icmlm-eval {args.command}"):
             return _dispatch(args)
