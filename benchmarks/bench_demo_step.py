@@ -28,12 +28,12 @@ VARIANTS = {"fp32": ["train.amp=none"], "bf16": ["train.amp=bf16"],
 def _step_for(overrides: list[str], run_dir: Path, text):
     import torch
 
-    from icmlm_zoo.training.config import load_config, sections
+    from icmlm_zoo.training.config import load_config
     from icmlm_zoo.training.distributed import DistInfo
     from icmlm_zoo.training.optim import build_optimizer, build_scheduler
     from icmlm_zoo.training.pipeline import build_pipeline
     from icmlm_zoo.training.step import TrainStep
-    cfg = sections(load_config("demo", None, ["data.num_workers=0", *overrides]))
+    cfg = load_config("demo", None, ["data.num_workers=0", *overrides])
     torch.manual_seed(0)
     pipe = build_pipeline(cfg, run_dir, DistInfo(), text=text)
     opt = build_optimizer(pipe.model, cfg.optim)

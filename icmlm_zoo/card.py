@@ -65,10 +65,11 @@ def build_card(model_name: str, tag: str | None, config: dict[str, Any]) -> Mode
     source = meta.get("converted_from")
     source_line = (f"\nConverted from `{source.get('file') or source.get('url')}` (sha256 `{source.get('sha256')}`)."
                    if isinstance(source, dict) else "")
+    what = meta.get("description") or "a CNN trunk pretrained from captions"
     body = f"""# {name}
 
 An ICMLM backbone ("Learning Visual Representations with Caption Annotations", Sariyildiz, Perez, Larlus,
-ECCV 2020, [arXiv {ARXIV_ID}](https://arxiv.org/abs/{ARXIV_ID})): {meta.get('description') or 'a CNN trunk pretrained from captions'}.
+ECCV 2020, [arXiv {ARXIV_ID}](https://arxiv.org/abs/{ARXIV_ID})): {what}.
 Head-less (`num_classes=0`): add a head with `num_classes=N`.
 
 ## Usage

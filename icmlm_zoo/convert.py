@@ -28,8 +28,9 @@ TRUNK_KEYS = ("cnn", "backbone", "visual", "state_dict", "model")
 # classifier weights a trunk may carry; a head-less backbone drops them (and says so)
 
 
-def load_checkpoint(path: str | Path) -> Any:
-    """Read a checkpoint safely (tensors and plain containers only)."""
+def read_checkpoint_file(path: str | Path) -> Any:
+    """Read any checkpoint file safely (tensors and plain containers only): an original NAVER release, a plain
+    state dict or safetensors (a training run's checkpoints: ``training.checkpoint.load_checkpoint``)."""
     path = Path(path)
     if not path.is_file():
         raise ConversionError(f"Checkpoint {path} does not exist.")
@@ -121,7 +122,7 @@ def checkpoint_state_dict(checkpoint: str | Path, model_name: str, trunk_key: st
     read safely, its trunk extracted and checked key by key and shape by shape (:func:`match_to_model`).
     Conversion notes are appended to ``notes``."""
     model = timm.create_model(model_name, pretrained=False, num_classes=0)
-    state_dict, found = match_to_model(extract_trunk(load_checkpoint(checkpoint), trunk_key), model)
+    state_dict, found = match_to_model(extract_trunk(read_checkpoint_file(checkpoint), trunk_key), model)
     if notes is not None:
         notes.extend(found)
     return state_dict

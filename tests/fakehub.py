@@ -14,8 +14,9 @@ Faults (a per-test switch, ``with hub.fault("close", at=1000, match="model.safet
 bodies, Hub (``/resolve/``) and static alike: ``close`` sends the full ``Content-Length`` but drops the connection
 once byte ``at`` of the file is reached (a resumed ``Range`` request from ``at`` on gets nothing: the server never
 gets further); ``truncate`` serves only the first ``at`` bytes as if that were the whole file (consistent
-``Content-Length`` on GET, while HEAD still describes the whole file); ``change`` serves ``data`` instead of the stored bytes; ``no_length`` sends no
-``Content-Length`` and closes after byte ``at`` (a plain HTTP/1.0-style body whose end cannot be checked).
+``Content-Length`` on GET, while HEAD still describes the whole file); ``change`` serves ``data`` instead of the
+stored bytes; ``no_length`` sends no ``Content-Length`` and closes after byte ``at`` (a plain HTTP/1.0-style
+body whose end cannot be checked).
 """
 from __future__ import annotations
 

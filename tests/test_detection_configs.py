@@ -91,8 +91,8 @@ def test_exported_pkl_reproduces_the_trunk_in_detectron2(tmp_path, arch):
     from detectron2.config import get_cfg
     from detectron2.modeling import build_model
 
-    from icmlm_zoo.detection.detectron2 import export_detectron2
     from icmlm_zoo.backbone_factory import load_backbone
+    from icmlm_zoo.detection.detectron2 import export_detectron2
 
     weights = _random_trunk_file(arch, tmp_path / "trunk.safetensors")
     pkl = export_detectron2(str(weights), tmp_path / "trunk.pkl", arch=arch)

@@ -9,8 +9,7 @@ import pytest
 import timm
 import torch
 
-from icmlm_zoo.detection.detectron2 import (detectron2_to_timm, export_detectron2, resnet_depth,
-                                            timm_to_detectron2)
+from icmlm_zoo.detection.detectron2 import detectron2_to_timm, export_detectron2, resnet_depth, timm_to_detectron2
 
 
 def _register() -> str:

@@ -9,9 +9,13 @@ import timm
 import torch
 from torchvision.ops import FrozenBatchNorm2d
 
-from icmlm_zoo.detection.torchvision_recipe import (build_faster_rcnn, freeze_batchnorm, generated_boxes, main,
-                                                    train_steps)
-
+from icmlm_zoo.detection.torchvision_recipe import (
+    build_faster_rcnn,
+    freeze_batchnorm,
+    generated_boxes,
+    main,
+    train_steps,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from icmlm_zoo.evaluation import linear_probe as lp
 from icmlm_zoo.analysis.cli import main
+from icmlm_zoo.evaluation import linear_probe as lp
 
 TINY = "random:icmlm_resnet_tiny"
 COLORS = {"blue": (30, 60, 220), "red": (220, 30, 30), "yellow": (230, 220, 40)}

@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-from train_fixtures import text_side  # noqa: F401
 
 pytest.importorskip("pycocotools")
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from icmlm_zoo.evaluation import voc07
 from icmlm_zoo.analysis.cli import main
+from icmlm_zoo.evaluation import voc07
 
 CLASSES = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (40, 60, 230)}
 TINY = "random:icmlm_resnet_tiny"

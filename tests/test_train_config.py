@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-from train_fixtures import tag_file, text_side  # noqa: F401
 
 from icmlm_zoo.training.config import ConfigError, list_presets, load_config, load_preset
 

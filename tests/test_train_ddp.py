@@ -7,8 +7,7 @@ import sys
 
 import pytest
 import torch
-
-from train_fixtures import tag_file, tiny_args  # noqa: F401
+from train_fixtures import tiny_args
 
 
 @pytest.mark.slow

@@ -5,8 +5,7 @@ import json
 
 import pytest
 import torch
-
-from train_fixtures import read_metrics, tag_file, text_side, tiny_args  # noqa: F401
+from train_fixtures import read_metrics, tiny_args
 
 from icmlm_zoo.training.cli import main
 
@@ -86,7 +85,8 @@ def test_export_reloads_in_timm_and_inference_api(tmp_path, tag_file, text_side,
     x = torch.stack([loaded.transform(scenes.scene(i)["image"]) for i in range(2)])
     with torch.no_grad():
         assert torch.equal(m.forward_features(x), loaded.model.backbone.forward_features(x))
-    preds = predict_masked(loaded, x, ["a [MASK] circle on the left.", "a small red [MASK] and a [MASK] square."], topk=3)
+    captions = ["a [MASK] circle on the left.", "a small red [MASK] and a [MASK] square."]
+    preds = predict_masked(loaded, x, captions, topk=3)
     assert [len(p["masks"]) for p in preds] == [1, 2]
     for p in preds:
         for mk in p["masks"]:
@@ -121,8 +121,9 @@ def test_other_heads_train_and_predict(tmp_path, tag_file, text_side, heads):
 def test_demo_defaults_mine_tags_with_spacy(tmp_path, text_side):
     """The demo path without a tag file: tags are mined with spaCy from the training captions."""
     run = tmp_path / "run"
-    args = ["--preset", "demo", "--out", str(run), "--set", "train.max_steps=2", "--set", "data.synthetic.num_images=300",
-            "--set", "data.synthetic.val_images=4", "--set", "data.image_size=64", "--set", "data.synthetic.image_size=64",
+    args = ["--preset", "demo", "--out", str(run), "--set", "train.max_steps=2",
+            "--set", "data.synthetic.num_images=300", "--set", "data.synthetic.val_images=4",
+            "--set", "data.image_size=64", "--set", "data.synthetic.image_size=64",
             "--set", "train.batch_size=4", "--set", "data.num_workers=0", "--set", "run.export.tag=unit_demo",
             "--set", "run.progress=false", "--set", "tags.max_captions=300"]
     assert main(args) == 0

@@ -6,8 +6,7 @@ import json
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-from train_fixtures import tag_file, text_side, tiny_args  # noqa: F401
+from train_fixtures import tiny_args
 
 from icmlm_zoo.training.distributed import DistInfo
 from icmlm_zoo.training.validation import evaluate, visual_words_for

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from train_fixtures import TAG_WORDS, text_side  # noqa: F401
+from train_fixtures import TAG_WORDS
 
 from icmlm_zoo.training.config import ConfigError, load_config
 from icmlm_zoo.training.data.loader_options import loader_kwargs

@@ -7,12 +7,12 @@ import pickle
 import pytest
 import timm
 import torch
+from zoo_helpers import assert_same_weights, convertible_entry, naver_checkpoint, tiny_state_dict, write_manifest
 
 import icmlm_zoo  # noqa: F401
 from icmlm_zoo.cli import main as zoo_main
-from icmlm_zoo.convert import convert_checkpoint, extract_trunk, load_checkpoint
+from icmlm_zoo.convert import convert_checkpoint, extract_trunk, read_checkpoint_file
 from icmlm_zoo.errors import ConversionError, WeightsIntegrityError
-from zoo_helpers import assert_same_weights, convertible_entry, naver_checkpoint, tiny_state_dict, write_manifest
 
 
 def _save(obj, path):
@@ -78,13 +78,13 @@ def test_malicious_pickle_is_never_executed(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"cnn": {"conv1.weight": torch.zeros(1)}, "payload": _Exploit(str(marker))}, path)
     with pytest.raises(ConversionError, match="Refusing to load"):
-        load_checkpoint(path)
+        read_checkpoint_file(path)
     assert not marker.exists()
     # a raw pickle file (not a torch zip) as well
     raw = tmp_path / "evil.pkl"
     raw.write_bytes(pickle.dumps(_Exploit(str(marker))))
     with pytest.raises(ConversionError):
-        load_checkpoint(raw)
+        read_checkpoint_file(raw)
     assert not marker.exists()
     assert zoo_main(["convert", str(path), "--model", "icmlm_resnet_tiny", "--out", str(tmp_path / "o")]) == 1
     assert not marker.exists()

@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+from zoo_helpers import assert_same_weights, published_entry, safetensors_bytes, tiny_state_dict, write_manifest
 
 import icmlm_zoo  # noqa: F401
 from icmlm_zoo.errors import WeightsIntegrityError, WeightsNotAvailableError
-from zoo_helpers import assert_same_weights, published_entry, safetensors_bytes, tiny_state_dict, write_manifest
 
 
 @pytest.fixture
@@ -73,7 +73,8 @@ def test_offline_load_from_cache(published, fake_hub, monkeypatch):
 
 
 def test_features_only_with_pretrained_weights(published):
-    model = timm.create_model("icmlm_resnet_tiny.hubtest", pretrained=True, features_only=True, out_indices=(1, 2, 3, 4))
+    model = timm.create_model("icmlm_resnet_tiny.hubtest", pretrained=True, features_only=True,
+                              out_indices=(1, 2, 3, 4))
     assert model.feature_info.channels() == [32, 64, 128, 256]
     feats = model(torch.randn(1, 3, 64, 64))
     assert [f.shape[-1] for f in feats] == [16, 8, 4, 2]

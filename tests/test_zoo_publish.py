@@ -10,13 +10,13 @@ import sys
 import pytest
 import timm
 from huggingface_hub import ModelCard
+from zoo_helpers import assert_same_weights, tiny_state_dict, write_manifest
 
 import icmlm_zoo  # noqa: F401
 from icmlm_zoo.cache import sha256_file
 from icmlm_zoo.cli import main as zoo_main
 from icmlm_zoo.convert import save_weight_folder
 from icmlm_zoo.manifest import load_manifest
-from zoo_helpers import assert_same_weights, tiny_state_dict, write_manifest
 
 
 def test_publish_writes_manifest_entry_and_weights_load(fake_hub, isolated_caches, monkeypatch):

@@ -27,7 +27,7 @@ import torch
 
 from icmlm_zoo.backbone_factory import load_backbone, read_timm_config
 from icmlm_zoo.constants import HEAD_PREFIXES
-from icmlm_zoo.convert import extract_trunk, load_checkpoint, match_to_model
+from icmlm_zoo.convert import extract_trunk, match_to_model, read_checkpoint_file
 
 AUTHOR = "icmlm_zoo"
 _DEPTHS = {(2, 2, 2, 2): 18, (3, 4, 6, 3): 34, (3, 4, 23, 3): 101, (3, 8, 36, 3): 152}
@@ -139,7 +139,7 @@ def _convert_original(path: Path, arch: str | None) -> tuple[dict[str, torch.Ten
     if not (arch or cfg_arch):
         raise ValueError(f"cannot tell the architecture of {path}: pass --arch NAME (e.g. icmlm_resnet50)")
     model = timm.create_model(arch or cfg_arch, pretrained=False, num_classes=0, **({} if arch else model_args))
-    state, _ = match_to_model(extract_trunk(load_checkpoint(path)), model)
+    state, _ = match_to_model(extract_trunk(read_checkpoint_file(path)), model)
     return state, timm.data.resolve_model_data_config(model)
 
 

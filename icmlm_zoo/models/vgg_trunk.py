@@ -12,9 +12,9 @@ generates, and string annotations come out as names (``_torch_Tensor_``) TorchSc
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
-from torch import nn
 from timm.layers import ClassifierHead
 from timm.models import checkpoint
+from torch import nn
 
 VGG16_LAYOUT: tuple = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 

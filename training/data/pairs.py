@@ -97,7 +97,7 @@ class PairsSource:
             log.warning("%d bad row(s) in %s will be skipped and counted (bad_row): %s%s", len(self.bad_rows),
                         self.file, "; ".join(shown), "; ..." if len(self.bad_rows) > 5 else "")
         self.root = Path(image_root) if image_root else self.file.parent
-        names = sorted({l for _, _, ls in self.rows if ls for l in ls})
+        names = sorted({label for _, _, labels in self.rows if labels for label in labels})
         self._labels = names
 
     def __len__(self) -> int:
