@@ -71,9 +71,8 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             built = {v: _step_for(VARIANTS[v], Path(tmp) / str(i), text) for i, v in enumerate(names)}
             cfg0, pipe0, _ = built[names[0]]
-            loader = pipe0.train[0]
-            pipe0.train[1].set_epoch(0, 0)
-            pipe0.train[1].dataset.set_epoch(0)
+            loader = pipe0.train
+            loader.start_epoch(0, 0)
             t0 = time.process_time()
             it = iter(loader)
             batches = [next(it) for _ in range(args.steps)]
@@ -92,7 +91,7 @@ def main(argv=None) -> int:
             cfg, pipe, _ = built[names[0]]
             t0 = time.process_time()
             cfg.eval.max_batches = 2 if args.quick else cfg.eval.max_batches
-            run_evaluation(pipe.model, pipe.val[0], cfg, DistInfo(), pipe.tokenizer)
+            run_evaluation(pipe.model, pipe.val.loader, cfg, DistInfo(), pipe.tokenizer)
             eval_s = time.process_time() - t0
     finally:
         torch.set_num_threads(prev)
