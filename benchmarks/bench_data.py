@@ -34,8 +34,8 @@ from typing import Callable
 import _env  # noqa: F401  (first: sys.path and the environment, before torch)
 import numpy as np
 import torch
-from bench_step import icmlm_config, make_batch, make_text_side
 from common import report
+from step_inputs import icmlm_config, make_batch, make_text_side
 
 from icmlm_zoo.training.config_sections import DataSection
 from icmlm_zoo.training.data.collate import Collator

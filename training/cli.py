@@ -15,24 +15,19 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from icmlm_zoo.cli_support import HelpFormatter, MissingExtraError, add_version, require_extras
 from icmlm_zoo.cpu_threads import configure_cpu_threads
 
 # The trainer's modules (torch, yaml, transformers) are imported inside the commands, not here: -h and --version
 # answer without them, and a missing [train] extra is a one-line message instead of an ImportError.
-if TYPE_CHECKING:  # the config needs the [train] extra (yaml): not imported to build the parser
-    from .config import Config
 
 __all__ = ["main", "build_parser"]
 
 COMMANDS = ("train", "export", "build-tags", "plot")
-TRAIN_EXTRA = ("transformers", "yaml")
 
 
 class _Overrides(argparse.Action):
@@ -115,66 +110,14 @@ def _setup_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _check_train_extras(cfg: Config, run_out: str | None) -> None:
-    """Fail fast, before any run folder is made, when the config needs a tool that is not installed."""
-    require_extras("icmlm-train", ["train"], TRAIN_EXTRA)
-    mines = cfg.tags.source == "mine" and not (run_out and (Path(run_out) / "tags.txt").is_file())
-    if mines:
-        require_extras("icmlm-train (tags.source=mine)", ["train"], ["spacy"])
-    if cfg.data.kind == "webdataset":
-        require_extras("icmlm-train (data.kind=webdataset)", ["train"], ["webdataset"])
-    _check_text_assets(cfg.text.model, mines)
-
-
-def _check_text_assets(text_model: str, mines_tags: bool) -> None:
-    """The offline demo assets a config names ([demo] extra), and a spaCy pipeline for tag mining, are there."""
-    from .demo_assets import DEMO_INSTALL, MINILM, installed_folder
-    from .tags import missing_spacy_pipeline
-    if text_model in ("minilm", "embedded") and installed_folder(MINILM) is None:
-        raise MissingExtraError(f"text.model={text_model} is the offline demo's text encoder: {DEMO_INSTALL} (or "
-                                "give an official model, e.g. --set text.model=bert-base-uncased)")
-    problem = missing_spacy_pipeline() if mines_tags else None
-    if problem:
-        raise MissingExtraError(problem)
-
-
-def _check_each_override(overrides: list[str]) -> None:
-    """Every ``--set`` value is checked on its own (type and range), also one that a later value replaces."""
-    from .config import DEFAULTS, SCHEMA, apply_overrides
-    from .config_schema import check_tree
-    for item in overrides:
-        check_tree(apply_overrides(DEFAULTS, [item]), SCHEMA)
-
-
-class TrainingInterrupted(Exception):
-    """Ctrl-C during a run: where it stopped and how to continue."""
-
-    def __init__(self, run_dir: Path) -> None:
-        from .checkpoint import list_checkpoints
-        saved = list_checkpoints(run_dir / "checkpoints")
-        step = re.findall(r"\d+", saved[-1].name) if saved else None
-        cont = f"`icmlm-train --resume --out {run_dir}`"
-        super().__init__(f"stopped at step {int(step[-1])}; continue with {cont}" if step else
-                         f"stopped before the first checkpoint; start it again with {cont}")
-
-
-def _tensorboard_missing(cfg: Config) -> bool:
-    if not cfg.run.tensorboard:
-        return False
-    try:
-        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
-    except ImportError:
-        return True
-    return False
-
-
 def _train(args: argparse.Namespace) -> int:
     from .config import dump, list_presets, load_config
+    from .run_checks import TrainingInterrupted, check_each_override, check_train_extras, tensorboard_missing
     if args.list_presets:
         print("\n".join(list_presets()))
         return 0
     overrides = list(args.overrides)
-    _check_each_override(overrides)
+    check_each_override(overrides)
     saved = Path(args.out) / "config.yaml" if args.out else None
     if args.resume and saved is not None and saved.is_file():
         if args.preset or args.config:
@@ -189,14 +132,14 @@ def _train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(dump(cfg), end="")
         return 0
-    _check_train_extras(cfg, args.out if args.resume else None)
+    check_train_extras(cfg, args.out if args.resume else None)
     from .distributed import cleanup, init_distributed, is_main
     from .guards import check_failures_at_end
     from .trainer import prepare_run_dir, train
     t0 = time.perf_counter()
     info = init_distributed(cfg.run.device)
     try:
-        if is_main(info) and _tensorboard_missing(cfg):
+        if is_main(info) and tensorboard_missing(cfg):
             print("warning: TensorBoard logging is off: tensorboard is not installed (pip install "
                   "'icmlm-zoo[train]', or set run.tensorboard=false); metrics.csv is still written", file=sys.stderr)
         run_dir, resuming = prepare_run_dir(args.out, cfg.run.name, args.resume, info)
@@ -304,6 +247,7 @@ def _main(argv: list[str] | None) -> int:
     _setup_logging()
     try:
         from .config import ConfigError
+        from .run_checks import TrainingInterrupted
         from .trainer import DataFailureError, RunFolderError
     except ImportError as e:  # a [train] module imported by the trainer itself
         print(f"icmlm-train: error: icmlm-train needs the [train] extra: pip install 'icmlm-zoo[train]' ({e})",
