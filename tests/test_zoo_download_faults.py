@@ -1,7 +1,6 @@
 """Faults on the way to the weights, against the loopback server: interrupted, truncated and changed downloads,
 damaged cache entries, pin-on-first-use for sources without a published hash, offline mode, honest CLI output."""
 import hashlib
-import io
 import json
 import os
 import re
@@ -10,11 +9,10 @@ from pathlib import Path
 
 import pytest
 import timm
-import torch
 from zoo_helpers import (
     assert_same_weights,
+    checkpoint_bytes,
     convertible_entry,
-    naver_checkpoint,
     published_entry,
     safetensors_bytes,
     tiny_state_dict,
@@ -52,17 +50,11 @@ def published(fake_hub, add_entry):
     return {"sd": sd, "data": data, "repo": repo}
 
 
-def _checkpoint_bytes(sd) -> bytes:
-    buf = io.BytesIO()
-    torch.save(naver_checkpoint(sd), buf)
-    return buf.getvalue()
-
-
 @pytest.fixture
 def original(fake_hub, isolated_caches, add_entry):
     """A NAVER-format checkpoint served at a plain URL, listed with no published hash (pin-on-first-use)."""
     sd = tiny_state_dict(seed=12)
-    data = _checkpoint_bytes(sd)
+    data = checkpoint_bytes(sd)
     name = f"faults-{os.urandom(4).hex()}.pth"
     fake_hub.static[name] = data
     url = f"{fake_hub.url}/static/{name}"
@@ -135,7 +127,7 @@ def test_changed_source_after_first_use_is_refused_naming_both_digests(original,
     timm.create_model(ORIG_NAME, pretrained=True)  # first use: pins the digest
     pin = json.loads(Path(str(original["download"]) + ".pin.json").read_text())
     assert pin["sha256"] == original["sha"]
-    other = _checkpoint_bytes(tiny_state_dict(seed=13))  # a valid checkpoint, but not the pinned one
+    other = checkpoint_bytes(tiny_state_dict(seed=13))  # a valid checkpoint, but not the pinned one
     original["download"].unlink()
     shutil.rmtree(original["converted"])
     with fake_hub.fault("change", data=other, match=original["name"]):
@@ -148,7 +140,7 @@ def test_changed_source_after_first_use_is_refused_naming_both_digests(original,
 
 def test_substituted_cached_original_is_checked_against_the_pin(original, fake_hub):
     timm.create_model(ORIG_NAME, pretrained=True)
-    original["download"].write_bytes(_checkpoint_bytes(tiny_state_dict(seed=14)))
+    original["download"].write_bytes(checkpoint_bytes(tiny_state_dict(seed=14)))
     shutil.rmtree(original["converted"])
     n = _gets(fake_hub, original["name"])
     assert_same_weights(timm.create_model(ORIG_NAME, pretrained=True), original["sd"])
