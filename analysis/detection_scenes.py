@@ -59,8 +59,6 @@ def detection_scenes(n_scenes: int, *, seed: int, size: int, label_set: str = "s
                      shifted: bool = False) -> list[dict[str, Any]]:
     """Scenes ``[{"image": PIL RGB, "boxes": (n, 4) float x0 y0 x1 y1, "labels": (n,) category ids,
     "objects": the generator's objects}]`` of held-out stream ``seed`` (see the module doc)."""
-
-
     names = category_names(label_set)
     gen = SyntheticScenes(n_scenes, image_size=size, seed=DETECTION_SEED_BASE + seed)
     out = []

@@ -31,6 +31,7 @@ from icmlm_zoo.backbone_factory import load_backbone
 
 from .detection_scenes import LABEL_SETS, category_names, coco_dataset, detection_scenes, shape_of_category
 from .fidelity import QUICK as FIDELITY_QUICK
+from .fidelity import RECIPE as FIDELITY_RECIPE
 from .fidelity import VARIANTS, mine_demo_tags, slug, train_run
 from .transfer_args import PRETRAININGS, RANDOM, add_arguments
 from .transfer_classification import ClassificationRecipe, fine_tune_classification
@@ -49,7 +50,6 @@ def _cpu() -> float:
 
 
 def _record_path(out: Path, pretraining: str, task: str, budget: int, seed: int) -> Path:
-
     return out / "records" / f"{slug(pretraining)}--{slug(task)}--b{budget}--s{seed}.json"
 
 
@@ -57,8 +57,6 @@ def _trunk(pretraining: str, seed: int, runs: Path, *, quick: bool, train: bool,
            checkpoint: int | None = None):
     """(trunk, mean, std, source) of one pretraining × seed, or None when its run is missing and not trained.
     ``checkpoint``: the run's checkpoint at that step instead of the finished run (equal steps for all)."""
-
-
     if pretraining == RANDOM:
         spec = f"random:icmlm_resnet_tiny@{seed}"
     else:
@@ -73,7 +71,8 @@ def _trunk(pretraining: str, seed: int, runs: Path, *, quick: bool, train: bool,
         if not (run_dir / "summary.json").is_file():
             if not train:
                 return None
-            train_run(run_dir, [*(FIDELITY_QUICK if quick else []), *VARIANTS[pretraining], f"run.seed={seed}"], tags)
+            recipe = [*FIDELITY_RECIPE, *(FIDELITY_QUICK if quick else [])]  # the runs of the fidelity table
+            train_run(run_dir, [*recipe, *VARIANTS[pretraining], f"run.seed={seed}"], tags)
         spec = str(run_dir)
     loaded = load_backbone(spec)
     return loaded.model, loaded.mean, loaded.std, spec

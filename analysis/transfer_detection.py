@@ -41,8 +41,6 @@ class DetectionRecipe:
 def build_detector(trunk: nn.Module, num_classes: int, *, size: int, mean: Sequence[float], std: Sequence[float],
                    recipe: DetectionRecipe = DetectionRecipe()) -> nn.Module:
     """Faster R-CNN (FPN over layer2-4 + pool) on ``trunk``, every stage trainable; ``num_classes`` objects."""
-
-
     for p in trunk.parameters():
         p.requires_grad_(True)
     backbone = resnet_fpn_backbone(trunk, trainable_layers=5, returned_layers=(2, 3, 4),

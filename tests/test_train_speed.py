@@ -54,6 +54,32 @@ def test_logits_all_and_cache_match_the_default(text_side, heads):
     assert torch.equal(first["logits"], second["logits"])
 
 
+@pytest.mark.parametrize("heads", ["[attfc,tp]", "[tfm]"])
+def test_forward_pair_equals_two_forwards_with_rolled_images(text_side, heads):
+    """The evaluation's image-use control runs the trunk and the text encoder once: the same logits and TP
+    scores as forward(images) and forward(images.roll(1, 0)) (per-sample in eval mode)."""
+    from icmlm_zoo.training.model import build_model
+    b = _batch(text_side)
+    args = (b["input_ids"], b["attention_mask"], b["labels"])
+    cfg = load_config(None, None, [f"model.heads={heads}", "model.attfc.hidden=64", "model.tfm.ff=64",
+                                   "model.tfm.layers=1", "text.precision=fp32"])
+    torch.manual_seed(0)
+    model = build_model(cfg, text_side, 5 if "tp" in heads else 0)
+    with pytest.raises(RuntimeError, match="eval"):
+        model.forward_pair(b["images"], *args)
+    model.eval()
+    with torch.no_grad():
+        real, rolled = model(b["images"], *args), model(b["images"].roll(1, 0), *args)
+    pair = model.forward_pair(b["images"], *args)
+    for got, want in zip(pair, (real, rolled)):
+        assert torch.equal(got["targets"], want["targets"])
+        assert torch.allclose(got["logits"], want["logits"], atol=1e-5)
+        assert (got["logits"].argmax(-1) == want["logits"].argmax(-1)).all()
+        if "tp_logits" in want:
+            assert torch.allclose(got["tp_logits"], want["tp_logits"], atol=1e-5)
+    assert not torch.allclose(pair[0]["logits"], pair[1]["logits"], atol=1e-3)  # the roll changed the images
+
+
 def test_cached_rows_equal_encoder_rows_and_gradients_flow(text_side):
     b = _batch(text_side)
     runner = FrozenTextRunner(text_side.encoder, "fp32", "none", cache_size=3)

@@ -98,10 +98,32 @@ class ICMLM(nn.Module):
                 attention_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                 tp: torch.Tensor | None = None, mask_positions: torch.Tensor | None = None) -> dict[str, Any]:
         fmap = self.features(images)
+        return self._heads(fmap, self._text(input_ids, attention_mask), attention_mask, labels, tp, mask_positions)
+
+    @torch.no_grad()
+    def forward_pair(self, images: torch.Tensor, input_ids: torch.Tensor | None = None,
+                     attention_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                     tp: torch.Tensor | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Evaluation with the image-use control: ``(forward(images, ...), forward(images.roll(1, 0), ...))``,
+        each caption also met with the previous image. The trunk and the frozen encoder run once; the heads
+        twice, on the feature maps rolled by one. Same results as two calls in eval mode (no batch statistics)."""
+        if self.training:
+            raise RuntimeError("forward_pair is for evaluation: call model.eval() first")
+        fmap, text = self.features(images), self._text(input_ids, attention_mask)
+        args = (attention_mask, labels, tp, None)
+        return self._heads(fmap, text, *args), self._heads(fmap.roll(1, 0), text, *args)
+
+    def _text(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+        if self.fusion_kind is None or input_ids is None:
+            return None
+        return self.encode_text(input_ids, attention_mask)
+
+    def _heads(self, fmap: torch.Tensor, text: torch.Tensor | None, attention_mask, labels, tp,
+               mask_positions) -> dict[str, Any]:
+        """The heads and losses on a trunk feature map and the encoded caption (None: no MLM head or caption)."""
         out: dict[str, Any] = {}
         loss = fmap.new_zeros((), dtype=torch.float32)
-        if self.fusion_kind is not None and input_ids is not None:
-            text = self.encode_text(input_ids, attention_mask)
+        if text is not None:
             sel = (labels != -100) if mask_positions is None else mask_positions
             rows, cols = sel.nonzero(as_tuple=True)
             if self.logits_at == "all":  # straightforward baseline: fuse + logits everywhere, keep the masked

@@ -101,12 +101,15 @@ def evaluate(model, loader, *, amp: str, max_batches: int, info: DistInfo, token
         batch = to_device(batch, info.device)
         args = (batch.get("input_ids"), batch.get("attention_mask"), batch.get("labels"), batch.get("tp"))
         with autocast(amp, info.device):
-            out = model(batch["images"], *args)
-            shuffled = model(batch["images"].roll(1, 0), *args) if "logits" in out else None
+            if hasattr(model, "forward_pair"):  # ICMLM: the trunk and the text encoder run once for both
+                out, shuffled = model.forward_pair(batch["images"], *args)
+            else:
+                out = model(batch["images"], *args)
+                shuffled = model(batch["images"].roll(1, 0), *args) if "logits" in out else None
         sums.update(batches=1, loss=float(out["loss"]))
         if "tp_loss" in out:
             sums["tp_loss"] += float(out["tp_loss"])
-        if shuffled is not None:
+        if shuffled is not None and "logits" in out:
             _score_masks(sums, seen, out, shuffled, tokenizer, visual)
     red = dict(zip(_KEYS, all_reduce_sum([float(sums[k]) for k in _KEYS], info)))
     # approximate across ranks (sum of per-rank maxima)
