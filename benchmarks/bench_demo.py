@@ -3,7 +3,7 @@ interleaved rounds (order reversed every other round), reporting wall time and t
 loader workers. On a shared machine the CPU time is the steadier figure; ratios are against the first variant.
 
   python benchmarks/bench_demo.py                              # the default levers, 100 steps, 2 rounds
-  python benchmarks/bench_demo.py --steps 600 --rounds 1 --variants "preset=;amp=train.amp=auto"
+  python benchmarks/bench_demo.py --steps 0 --rounds 1 --variants "preset=;amp=train.amp=auto"
   python benchmarks/bench_demo.py --quick                       # smoke test (a few steps)
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ def parse_variants(spec: str) -> dict[str, list[str]]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=100, help="training steps per run (0 = the preset's 600)")
+    parser.add_argument("--steps", type=int, default=100, help="training steps per run (0 = the preset's own)")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (medians over them)")
     parser.add_argument("--variants", default=DEFAULT_VARIANTS, help="'name=k=v,k=v;name2=...'; the first is the "
                         "reference of the ratios")

@@ -26,7 +26,9 @@ def _seeded(transform: Callable, image: Any, seed: int) -> Any:
     try:
         random.seed(seed)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            # the CPU generator only: torch.manual_seed would also queue a seed for every accelerator (a stack
+            # trace per sample where none is initialised: a tenth of the demo's data time) and leave it set
+            torch.default_generator.manual_seed(seed)
             return transform(image)
     finally:
         random.setstate(state)
