@@ -10,14 +10,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-for p in (ROOT, ROOT / "benchmarks"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
+import _env  # noqa: F401  (first: sys.path and the environment, before torch)
 
 VARIANTS = {"fp32": ["train.amp=none"], "bf16": ["train.amp=bf16"],
             "fp32 channels_last": ["train.amp=none", "model.channels_last=true"],
@@ -43,8 +39,6 @@ def _step_for(overrides: list[str], run_dir: Path, text):
 
 
 def main(argv=None) -> int:
-    from icmlm_zoo.cpu_threads import configure_cpu_threads
-    configure_cpu_threads(restart=argv is None)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=4, help="steps per variant and round (distinct batches)")

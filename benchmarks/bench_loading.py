@@ -16,13 +16,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+import _env  # noqa: F401, I001  (first: sys.path and the environment, before torch)
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from fakehub import FakeHub  # noqa: E402
-
-from icmlm_zoo.cpu_threads import configure_cpu_threads  # noqa: E402
 
 HUB = FakeHub()
 TMP = Path(tempfile.mkdtemp(prefix="icmlm-bench-"))
@@ -31,7 +30,6 @@ os.environ.update(HF_ENDPOINT=HUB.url, HF_HUB_CACHE=str(TMP / "hf"), ICMLM_ZOO_C
 
 
 def main(argv=None) -> int:
-    configure_cpu_threads(restart=argv is None)  # first: OpenMP's passive wait policy, threads (busy CPUs)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args(argv)

@@ -51,7 +51,8 @@ def resnet_args(variant: str) -> dict[str, Any]:
 
 
 def _build(variant: str, model_cls, pretrained: bool, arch_feature_cfg: dict | None = None, **kwargs: Any):
-    from ..pretrained import resolve_pretrained  # not at registration: see the module docstring
+    # not at registration: see the module docstring
+    from ..pretrained import resolve_pretrained, without_nameless_checkpoint_log
 
     pretrained_cfg, overlay = resolve_pretrained(
         variant,
@@ -63,15 +64,16 @@ def _build(variant: str, model_cls, pretrained: bool, arch_feature_cfg: dict | N
     kwargs.setdefault("num_classes", 0)
     # the caller's feature_cfg (e.g. feature_cls='fx') is laid over the architecture's, as timm's own models do
     feature_cfg = dict(arch_feature_cfg or {}, **(kwargs.pop("feature_cfg", None) or {}))
-    model = build_model_with_cfg(
-        model_cls,
-        variant,
-        pretrained,
-        pretrained_cfg=pretrained_cfg,
-        pretrained_cfg_overlay=overlay,
-        feature_cfg=feature_cfg or None,
-        **kwargs,
-    )
+    with without_nameless_checkpoint_log():
+        model = build_model_with_cfg(
+            model_cls,
+            variant,
+            pretrained,
+            pretrained_cfg=pretrained_cfg,
+            pretrained_cfg_overlay=overlay,
+            feature_cfg=feature_cfg or None,
+            **kwargs,
+        )
     for cfg in {id(c): c for c in (getattr(model, "pretrained_cfg", None), getattr(model, "default_cfg", None))
                 if isinstance(c, dict)}.values():
         cfg.pop("state_dict", None)  # the weights handed to timm are in the model now: keep no second copy
