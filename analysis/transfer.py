@@ -33,7 +33,7 @@ from .detection_scenes import LABEL_SETS, category_names, coco_dataset, detectio
 from .fidelity import QUICK as FIDELITY_QUICK
 from .fidelity import RECIPE as FIDELITY_RECIPE
 from .fidelity import VARIANTS, mine_demo_tags, slug, train_run
-from .transfer_args import PRETRAININGS, RANDOM, add_arguments
+from .transfer_args import PRETRAININGS, RANDOM, RECIPES, add_arguments
 from .transfer_classification import ClassificationRecipe, fine_tune_classification
 from .transfer_detection import DetectionRecipe, fine_tune_detection
 from .transfer_report import collect, markdown
@@ -83,7 +83,6 @@ class _Data:
     the same test scenes drawn by the shifted renderer, for each label set, with their COCO ground truth."""
 
     def __init__(self, pool: int, num_test: int, size: int) -> None:
-
         self.pool: dict[str, list] = {}
         self.tests: dict[str, dict[str, tuple[list, dict]]] = {}
         for ls in LABEL_SETS:
@@ -94,7 +93,6 @@ class _Data:
 
     def subset(self, label_set: str, budget: int, seed: int) -> list:
         """``budget`` training scenes, a different draw from the pool for each seed."""
-
         pool = self.pool[label_set]
         idx = np.random.default_rng([seed, budget, 31]).permutation(len(pool))[:budget]
         return [pool[i] for i in sorted(idx)]
@@ -103,14 +101,14 @@ class _Data:
 def _one_backbone(out: Path, pretraining: str, seed: int, trunk, mean, std, source: str, data: _Data,
                   cfg: dict, size: int) -> int:
     """Run every missing task × budget of one pretraining × seed; returns how many records it wrote."""
-
     written = 0
     for budget in cfg["budgets"]:
         for ls in ("shape", "shape_colour"):
             path = _record_path(out, pretraining, f"detection {ls}", budget, seed)
             if path.is_file():
                 continue
-            recipe = DetectionRecipe(iters=cfg["det_iters"][budget], warmup=min(50, cfg["det_iters"][budget]))
+            recipe = DetectionRecipe(iters=cfg["det_iters"][budget], warmup=min(50, cfg["det_iters"][budget]),
+                                     **RECIPES[cfg["recipe"]])
             t0, c0 = time.time(), _cpu()
             coarse = None
             if ls == "shape_colour":  # the same detections read as shapes: colour mistakes vs. finding objects
@@ -149,17 +147,26 @@ def _write(path: Path, pretraining: str, task: str, budget: int, seed: int, metr
 def run_transfer(out_dir: str | Path, *, runs: str | Path | None = None, seeds: Sequence[int] | None = None,
                  quick: bool = False, pretrainings: Sequence[str] = PRETRAININGS,
                  train_missing: bool = True, checkpoint: int | None = None,
-                 table_only: bool = False) -> dict[str, Any]:
+                 table_only: bool = False, recipe: str = "standard",
+                 budgets: Sequence[int] | None = None) -> dict[str, Any]:
     """Fill ``DIR/records`` for every pretraining × seed (reusing records already there), then write
-    ``DIR/transfer.json`` and ``DIR/transfer.md`` from every record present; returns the JSON result."""
-
+    ``DIR/transfer.json`` and ``DIR/transfer.md`` from every record present; returns the JSON result.
+    ``recipe``: a name in :data:`RECIPES` (detection only; records of one folder should share it); ``budgets``:
+    a subset of the label budgets."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     seeds = list(seeds if seeds is not None else ((0,) if quick else (0, 1, 2)))
     unknown = [p for p in pretrainings if p not in PRETRAININGS]
     if unknown:
         raise ValueError(f"unknown pretraining(s) {unknown}; choose from {PRETRAININGS}")
-    cfg, size = (QUICK if quick else FULL), 96
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}; choose from {list(RECIPES)}")
+    cfg, size = {**(QUICK if quick else FULL), "recipe": recipe}, 96
+    if budgets:
+        wrong = [b for b in budgets if b not in cfg["budgets"]]
+        if wrong:
+            raise ValueError(f"budget(s) {wrong} not in this table's {list(cfg['budgets'])}")
+        cfg["budgets"] = tuple(budgets)
     runs_dir = Path(runs) if runs else out / "fidelity"
     tags = None
     if table_only:
@@ -176,7 +183,8 @@ def run_transfer(out_dir: str | Path, *, runs: str | Path | None = None, seeds: 
                 skipped.append(f"{name} seed {seed}")
                 continue
             _one_backbone(out, name, seed, *loaded, data, cfg, size)
-    result = collect(out, quick=quick, config={**cfg, "det_iters": {str(k): v for k, v in cfg["det_iters"].items()},
+    result = collect(out, quick=quick, config={**cfg, "detection_recipe": RECIPES[recipe],
+                                                "det_iters": {str(k): v for k, v in cfg["det_iters"].items()},
                                                 "image_size": size, "runs": str(runs_dir),
                                                 "checkpoint": checkpoint if checkpoint is not None else "finished"})
     result["skipped_missing_runs"] = skipped
@@ -186,14 +194,12 @@ def run_transfer(out_dir: str | Path, *, runs: str | Path | None = None, seeds: 
     return result
 
 
-
-
 def run_from_args(args: argparse.Namespace) -> None:
     """Run the experiment from parsed flags; prints the table and where it was written."""
-
     result = run_transfer(args.out, runs=args.runs, seeds=args.seeds, quick=args.quick,
                           pretrainings=args.pretrainings, train_missing=not args.skip_missing,
-                          checkpoint=args.checkpoint, table_only=args.table_only)
+                          checkpoint=args.checkpoint, table_only=args.table_only, recipe=args.recipe,
+                          budgets=args.budgets)
     print(markdown(result))
     print(f"wrote {Path(args.out) / 'transfer.json'} and {Path(args.out) / 'transfer.md'}")
 

@@ -5,6 +5,10 @@ import argparse
 
 RANDOM = "random init"
 PRETRAININGS = ["TP_postag", "ICMLM att-fc + TP", "ICMLM tfm + TP", "ICMLM att-fc (no TP)", RANDOM]
+# detection fine-tuning recipes (fields of transfer_detection.DetectionRecipe): "standard" trains every stage and the
+# batch norm at one learning rate (one protocol for random init and pretrained trunks); "keep-features" is
+# torchvision's treatment of a pretrained trunk (frozen batch norm) with the trunk at a tenth of the learning rate
+RECIPES: dict[str, dict] = {"standard": {}, "keep-features": {"trunk_lr_mult": 0.1, "freeze_bn": True}}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,3 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", type=int, default=None, metavar="STEP",
                    help="use every run's checkpoint at STEP (finished or not; runs without it are skipped) "
                    "instead of the finished runs: a comparison at equal, shorter pretraining")
+    p.add_argument("--recipe", default="standard", choices=list(RECIPES),
+                   help="detection fine-tuning: every stage and batch norm at one learning rate (standard), or the "
+                   "trunk at 0.1x with batch norm frozen (keep-features); give each recipe its own --out")
+    p.add_argument("--budgets", type=int, nargs="+", default=None, metavar="N",
+                   help="only these label budgets (of 100 1000; 8 16 with --quick)")

@@ -36,6 +36,8 @@ class DetectionRecipe:
     warmup: int = 50
     fpn_channels: int = 64
     representation: int = 256
+    trunk_lr_mult: float = 1.0  # the trunk's learning rate as a fraction of the detector's
+    freeze_bn: bool = False  # True: the trunk's batch norm frozen (torchvision's choice for a pretrained trunk)
 
 
 def build_detector(trunk: nn.Module, num_classes: int, *, size: int, mean: Sequence[float], std: Sequence[float],
@@ -44,7 +46,7 @@ def build_detector(trunk: nn.Module, num_classes: int, *, size: int, mean: Seque
     for p in trunk.parameters():
         p.requires_grad_(True)
     backbone = resnet_fpn_backbone(trunk, trainable_layers=5, returned_layers=(2, 3, 4),
-                                   out_channels=recipe.fpn_channels, freeze_bn=False)
+                                   out_channels=recipe.fpn_channels, freeze_bn=recipe.freeze_bn)
     sizes = tuple((max(4, size // 6) * 2 ** k,) for k in range(4))  # 16, 32, 64, 128 px at 96 px
     anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
     roi = MultiScaleRoIAlign(featmap_names=["0", "1", "2"], output_size=7, sampling_ratio=2)
@@ -67,8 +69,11 @@ def train_detector(detector: nn.Module, scenes: Sequence[dict[str, Any]], *, rec
     images = [_to_tensor(s["image"]) for s in scenes]
     targets = [{"boxes": torch.as_tensor(s["boxes"], dtype=torch.float32),
                 "labels": torch.as_tensor(s["labels"], dtype=torch.int64)} for s in scenes]
+    trunk = {id(p) for p in detector.backbone.body.parameters()}
     params = [p for p in detector.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=recipe.lr, momentum=0.9, weight_decay=1e-4)
+    groups = [{"params": [p for p in params if id(p) not in trunk], "lr": recipe.lr},
+              {"params": [p for p in params if id(p) in trunk], "lr": recipe.lr * recipe.trunk_lr_mult}]
+    opt = torch.optim.SGD([g for g in groups if g["params"]], momentum=0.9, weight_decay=1e-4)
 
     def factor(step: int) -> float:
         if step < recipe.warmup:
@@ -117,7 +122,6 @@ def fine_tune_detection(trunk: nn.Module, mean, std, *, train: Sequence[dict], t
     ``{"AP", "AP50", "AP_shifted", ...}`` plus the first and last training losses. ``coarse[name] = (gt,
     category map)`` also scores the detections with their classes merged (``AP_merged...``: e.g. a shape ×
     colour detector read as a shape detector, which separates colour mistakes from finding the objects)."""
-
     torch.manual_seed(seed)
     detector = build_detector(trunk, num_classes, size=size, mean=mean, std=std, recipe=recipe)
     losses = train_detector(detector, train, recipe=recipe, seed=seed)
@@ -138,7 +142,6 @@ def merge_classes(detections: Sequence[dict[str, Any]], category_map: dict[int, 
                   iou: float = 0.5) -> list[dict[str, Any]]:
     """Detections relabelled through ``category_map``, then NMS per image and merged class (the detector's
     per-class NMS leaves one box per colour on an object; merged, those would count as duplicates)."""
-
     by_image: dict[int, list[dict]] = {}
     for d in detections:
         by_image.setdefault(d["image_id"], []).append({**d, "category_id": category_map[d["category_id"]]})

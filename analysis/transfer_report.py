@@ -91,8 +91,8 @@ def markdown(result: dict[str, Any]) -> str:
     quick = " (QUICK smoke run, not a result)" if result["quick"] else ""
     lines = [f"# Transfer: fine-tuning on held-out scenes{quick}",
              "", f"Budgets {list(c['budgets'])} labelled scenes; test {c['num_test']} scenes and the same scenes "
-             f"through the shifted renderer; detection iterations {c['det_iters']}, classification steps "
-             f"{c['cls_iters']}; {c['image_size']} px. Runs: {c['runs']} "
+             f"through the shifted renderer; detection iterations {c['det_iters']} ({c.get('recipe', 'standard')} "
+             f"recipe), classification steps {c['cls_iters']}; {c['image_size']} px. Runs: {c['runs']} "
              f"(pretrainings: {c.get('checkpoint', 'finished')} checkpoints).", ""]
     det = [("AP", "AP"), ("AP50", "AP50"), ("AP_shifted", "shifted AP")]
     lines += _table(result, DETECTION[0], det)

@@ -147,3 +147,45 @@ def test_transfer_quick_path_end_to_end_and_resumes(tmp_path):
     assert eval_main(["transfer", "--quick", "--out", str(out)]) == 0
     assert {p: p.stat().st_mtime for p in (out / "records").glob("*.json")} == before
     assert json.loads((out / "transfer.json").read_text())["rows"] == res["rows"]
+
+
+def test_keep_features_recipe_freezes_batch_norm_and_slows_the_trunk_only():
+    import timm
+    import torch
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    import icmlm_zoo  # noqa: F401
+    from icmlm_zoo.analysis.detection_scenes import detection_scenes
+    from icmlm_zoo.analysis.transfer_args import RECIPES
+    from icmlm_zoo.analysis.transfer_detection import DetectionRecipe, build_detector, train_detector
+
+    scenes = detection_scenes(2, seed=0, size=64)
+    for name, trunk_step in (("standard", 1.0), ("keep-features", 0.1)):
+        recipe = DetectionRecipe(iters=1, warmup=1, batch_size=2, lr=0.01, **RECIPES[name])
+        torch.manual_seed(0)
+        det = build_detector(timm.create_model("icmlm_resnet_tiny"), 4, size=64, mean=(0.5,) * 3, std=(0.25,) * 3,
+                             recipe=recipe)
+        frozen = [m for m in det.backbone.body.modules() if isinstance(m, FrozenBatchNorm2d)]
+        assert bool(frozen) == (name == "keep-features")
+        before = {n: p.detach().clone() for n, p in det.named_parameters()}
+        train_detector(det, scenes, recipe=recipe, seed=0)  # one SGD step from zero momentum: lr × (grad + wd)
+        grads = {n: p.grad for n, p in det.named_parameters()}
+        moved = 0
+        for n, p in det.named_parameters():
+            if grads[n] is None:  # unused by the detector (e.g. the trunk's layer1 under a frozen stem): untouched
+                assert torch.equal(p.detach(), before[n]), n
+                continue
+            expected = before[n] - recipe.lr * (trunk_step if n.startswith("backbone.body.") else 1.0) * (
+                grads[n] + 1e-4 * before[n])
+            assert torch.allclose(p.detach(), expected, atol=1e-6), n
+            moved += n.startswith("backbone.body.")
+        assert moved > 10  # the trunk is trained in both recipes
+
+
+def test_transfer_rejects_an_unknown_recipe_or_budget(tmp_path):
+    from icmlm_zoo.analysis.transfer import run_transfer
+
+    with pytest.raises(ValueError, match="recipe"):
+        run_transfer(tmp_path, recipe="gentle", table_only=True)
+    with pytest.raises(ValueError, match="budget"):
+        run_transfer(tmp_path, budgets=[50], table_only=True)
