@@ -174,7 +174,8 @@ def run_transfer(out_dir: str | Path, *, runs: str | Path | None = None, seeds: 
     if train_missing and checkpoint is None and any(p != RANDOM for p in pretrainings):
         runs_dir.mkdir(parents=True, exist_ok=True)
         tags = mine_demo_tags(runs_dir, FIDELITY_QUICK if quick else [], min_count=2 if quick else None)
-    data = _Data(max(cfg["budgets"]), cfg["num_test"], size) if seeds else None
+    pool = max((QUICK if quick else FULL)["budgets"])  # not of --budgets: a budget's draw depends on the pool
+    data = _Data(pool, cfg["num_test"], size) if seeds else None
     t0, skipped = time.time(), []
     for seed in seeds:
         for name in pretrainings:

@@ -189,3 +189,18 @@ def test_transfer_rejects_an_unknown_recipe_or_budget(tmp_path):
         run_transfer(tmp_path, recipe="gentle", table_only=True)
     with pytest.raises(ValueError, match="budget"):
         run_transfer(tmp_path, budgets=[50], table_only=True)
+
+
+@pytest.mark.slow
+def test_budgets_flag_keeps_the_same_draw_as_the_full_table(tmp_path):
+    """``--budgets 8`` fine-tunes on the same 8 scenes as the full table's budget-8 records (the pool does not
+    shrink to the largest budget asked for), so records of either call compare."""
+    from icmlm_zoo.analysis.transfer import run_transfer
+
+    kw = dict(quick=True, pretrainings=["random init"], train_missing=False)
+    full = run_transfer(tmp_path / "full", **kw)
+    part = run_transfer(tmp_path / "part", budgets=[8], **kw)
+    assert {r["budget"] for r in part["records"]} == {8}
+    by_key = {(r["task"], r["budget"]): r["metrics"] for r in full["records"]}
+    for r in part["records"]:
+        assert r["metrics"] == by_key[(r["task"], r["budget"])], r["task"]
