@@ -27,7 +27,7 @@ def _seeded(transform: Callable, image: Any, seed: int) -> Any:
         random.seed(seed)
         with torch.random.fork_rng(devices=[]):
             # the CPU generator only: torch.manual_seed would also queue a seed for every accelerator (a stack
-            # trace per sample where none is initialised: a tenth of the demo's data time) and leave it set
+            # trace per sample where none is initialised: 5-10 % of the demo's data time) and leave it set
             torch.default_generator.manual_seed(seed)
             return transform(image)
     finally:
