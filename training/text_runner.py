@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import functools
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
@@ -109,10 +109,13 @@ def _row_keys(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[li
 
 class FrozenCopy:
     """A frozen module's copy in another dtype (on a given device), made once and remade only when the
-    original's weights moved or changed; the original itself when the dtype is already its own."""
+    original's weights moved or changed; the original itself when the dtype is already its own. ``prepare(copy,
+    device)``, if given, is applied to each new copy."""
 
-    def __init__(self, module: nn.Module) -> None:
+    def __init__(self, module: nn.Module,
+                 prepare: Callable[[nn.Module, torch.device], None] | None = None) -> None:
         self.module = module
+        self.prepare = prepare
         self._copy: nn.Module | None = None
         self._key: tuple | None = None
 
@@ -125,13 +128,18 @@ class FrozenCopy:
             self._copy = copy.deepcopy(self.module).to(device=device, dtype=dtype).eval()
             for p in self._copy.parameters():
                 p.requires_grad_(False)
-            if device.type == "cpu" and hasattr(self._copy, "set_attn_implementation"):
-                # torch's CPU SDPA kernel is slower than plain matmul + softmax for caption-length sequences in
-                # bf16 (MiniLM: 0.113 -> 0.093 CPU-s per 32 demo captions; bert-base: equal); the fp32 original
-                # and GPU copies keep SDPA
-                self._copy.set_attn_implementation("eager")
+            if self.prepare is not None:
+                self.prepare(self._copy, device)
             self._key = key
         return self._copy
+
+
+def _eager_attention_on_cpu(encoder_copy: nn.Module, device: torch.device) -> None:
+    """torch's CPU SDPA kernel is slower than plain matmul + softmax for caption-length sequences in bf16 (MiniLM:
+    0.113 -> 0.093 CPU-s per 32 demo captions; bert-base: equal): the encoder's reduced-precision CPU copy uses
+    eager attention; the fp32 original and GPU copies keep SDPA."""
+    if device.type == "cpu" and hasattr(encoder_copy, "set_attn_implementation"):
+        encoder_copy.set_attn_implementation("eager")
 
 
 class FrozenTextRunner:
@@ -146,7 +154,7 @@ class FrozenTextRunner:
         self.encoder = encoder
         self.precision, self.amp = precision, amp
         self.cache = TextFeatureCache(cache_size) if cache_size else None
-        self._frozen_copy = FrozenCopy(encoder)
+        self._frozen_copy = FrozenCopy(encoder, prepare=_eager_attention_on_cpu)
 
     def _encode(self, module: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode(), torch.autocast(input_ids.device.type, enabled=False):
