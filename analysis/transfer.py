@@ -161,7 +161,8 @@ def run_transfer(out_dir: str | Path, *, runs: str | Path | None = None, seeds: 
         raise ValueError(f"unknown pretraining(s) {unknown}; choose from {PRETRAININGS}")
     if recipe not in RECIPES:
         raise ValueError(f"unknown recipe {recipe!r}; choose from {list(RECIPES)}")
-    cfg, size = {**(QUICK if quick else FULL), "recipe": recipe}, 96
+    table = QUICK if quick else FULL
+    cfg, size = {**table, "recipe": recipe}, 96
     if budgets:
         wrong = [b for b in budgets if b not in cfg["budgets"]]
         if wrong:
@@ -174,8 +175,8 @@ def run_transfer(out_dir: str | Path, *, runs: str | Path | None = None, seeds: 
     if train_missing and checkpoint is None and any(p != RANDOM for p in pretrainings):
         runs_dir.mkdir(parents=True, exist_ok=True)
         tags = mine_demo_tags(runs_dir, FIDELITY_QUICK if quick else [], min_count=2 if quick else None)
-    pool = max((QUICK if quick else FULL)["budgets"])  # not of --budgets: a budget's draw depends on the pool
-    data = _Data(pool, cfg["num_test"], size) if seeds else None
+    # the pool of the whole table, not of --budgets: a budget's draw depends on the pool
+    data = _Data(max(table["budgets"]), cfg["num_test"], size) if seeds else None
     t0, skipped = time.time(), []
     for seed in seeds:
         for name in pretrainings:

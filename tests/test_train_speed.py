@@ -28,12 +28,12 @@ def _batch(text, n=6, seed=0):
     return Collator(text.tokenizer.pad_token_id)(samples)
 
 
-def _model(text, *overrides, heads="[attfc]"):
+def _model(text, *overrides, heads="[attfc]", num_tags=0):
     from icmlm_zoo.training.model import build_model
     cfg = load_config(None, None, [f"model.heads={heads}", "model.attfc.dropout=0", "model.tfm.dropout=0",
                                    "model.attfc.hidden=64", "model.tfm.ff=64", "model.tfm.layers=1", *overrides])
     torch.manual_seed(0)
-    return build_model(cfg, text, 0).eval()
+    return build_model(cfg, text, num_tags).eval()
 
 
 @pytest.mark.parametrize("heads", ["[attfc]", "[tfm]"])
@@ -58,13 +58,9 @@ def test_logits_all_and_cache_match_the_default(text_side, heads):
 def test_forward_pair_equals_two_forwards_with_rolled_images(text_side, heads):
     """The evaluation's image-use control runs the trunk and the text encoder once: the same logits and TP
     scores as forward(images) and forward(images.roll(1, 0)) (per-sample in eval mode)."""
-    from icmlm_zoo.training.model import build_model
     b = _batch(text_side)
     args = (b["input_ids"], b["attention_mask"], b["labels"])
-    cfg = load_config(None, None, [f"model.heads={heads}", "model.attfc.hidden=64", "model.tfm.ff=64",
-                                   "model.tfm.layers=1", "text.precision=fp32"])
-    torch.manual_seed(0)
-    model = build_model(cfg, text_side, 5 if "tp" in heads else 0)
+    model = _model(text_side, "text.precision=fp32", heads=heads, num_tags=5 if "tp" in heads else 0).train()
     with pytest.raises(RuntimeError, match="eval"):
         model.forward_pair(b["images"], *args)
     model.eval()
