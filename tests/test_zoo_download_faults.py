@@ -2,7 +2,6 @@
 damaged cache entries, pin-on-first-use for sources without a published hash, offline mode, honest CLI output."""
 import hashlib
 import json
-import os
 import re
 import shutil
 from pathlib import Path
@@ -12,9 +11,8 @@ import timm
 from zoo_helpers import (
     assert_same_weights,
     checkpoint_bytes,
-    convertible_entry,
-    published_entry,
-    safetensors_bytes,
+    publish_tiny,
+    serve_original,
     tiny_state_dict,
     write_manifest,
 )
@@ -42,26 +40,19 @@ def add_entry(isolated_caches, monkeypatch):
 
 @pytest.fixture
 def published(fake_hub, add_entry):
-    sd = tiny_state_dict(seed=11)
-    data = safetensors_bytes(sd)
-    repo = f"icmlm-test/faults-{os.urandom(4).hex()}"
-    sha = fake_hub.commit(repo, {"model.safetensors": data})
-    add_entry(published_entry("icmlm_resnet_tiny", "hubtest", repo, sha, data))
-    return {"sd": sd, "data": data, "repo": repo}
+    w = publish_tiny(fake_hub, 11, "faults")
+    add_entry(w.entry)
+    return {"sd": w.sd, "data": w.data, "repo": w.repo}
 
 
 @pytest.fixture
 def original(fake_hub, isolated_caches, add_entry):
     """A NAVER-format checkpoint served at a plain URL, listed with no published hash (pin-on-first-use)."""
-    sd = tiny_state_dict(seed=12)
-    data = checkpoint_bytes(sd)
-    name = f"faults-{os.urandom(4).hex()}.pth"
-    fake_hub.static[name] = data
-    url = f"{fake_hub.url}/static/{name}"
-    add_entry(convertible_entry("icmlm_resnet_tiny", "orig", url, None))
+    w = serve_original(fake_hub, 12, "faults")
+    add_entry(w.entry)
     cache = isolated_caches / "icmlm-cache"
-    return {"sd": sd, "data": data, "name": name, "url": url, "sha": hashlib.sha256(data).hexdigest(),
-            "download": cache / "downloads" / name, "converted": cache / "converted" / ORIG_NAME}
+    return {"sd": w.sd, "data": w.data, "name": w.name, "url": w.url, "sha": hashlib.sha256(w.data).hexdigest(),
+            "download": cache / "downloads" / w.name, "converted": cache / "converted" / ORIG_NAME}
 
 
 def _gets(fake_hub, fragment: str) -> int:

@@ -1,11 +1,10 @@
 """pretrained=True from a published Hub entry: sha256 check, corrupted/truncated files, offline, mirrors."""
-import os
 from pathlib import Path
 
 import pytest
 import timm
 import torch
-from zoo_helpers import assert_same_weights, published_entry, safetensors_bytes, tiny_state_dict, write_manifest
+from zoo_helpers import assert_same_weights, publish_tiny, tiny_state_dict, write_manifest
 
 import icmlm_zoo  # noqa: F401
 from icmlm_zoo.errors import WeightsIntegrityError, WeightsNotAvailableError
@@ -14,14 +13,10 @@ from icmlm_zoo.errors import WeightsIntegrityError, WeightsNotAvailableError
 @pytest.fixture
 def published(fake_hub, isolated_caches, monkeypatch):
     """A tiny weight published on the loopback Hub and listed in a manifest as icmlm_resnet_tiny.hubtest."""
-    sd = tiny_state_dict(seed=1)
-    data = safetensors_bytes(sd)
-    repo = f"icmlm-test/tiny-{os.urandom(4).hex()}"
-    sha = fake_hub.commit(repo, {"model.safetensors": data})
-    entry = published_entry("icmlm_resnet_tiny", "hubtest", repo, sha, data)
-    manifest = write_manifest(isolated_caches / "manifest.json", [entry])
+    w = publish_tiny(fake_hub, 1, "tiny")
+    manifest = write_manifest(isolated_caches / "manifest.json", [w.entry])
     monkeypatch.setenv("ICMLM_ZOO_MANIFEST", str(manifest))
-    return {"sd": sd, "data": data, "repo": repo, "sha": sha, "entry": entry}
+    return {"sd": w.sd, "data": w.data, "repo": w.repo, "sha": w.revision, "entry": w.entry}
 
 
 def _cached_files(root: Path) -> list[Path]:

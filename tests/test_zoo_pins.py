@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 import timm
-from zoo_helpers import checkpoint_bytes, convertible_entry, tiny_state_dict, write_manifest
+from zoo_helpers import checkpoint_bytes, convertible_entry, serve_original, tiny_state_dict, write_manifest
 
 import icmlm_zoo  # noqa: F401
 from icmlm_zoo.cache import pin_path
@@ -21,17 +21,12 @@ NAME = "icmlm_resnet_tiny.orig"
 @pytest.fixture
 def original(fake_hub, isolated_caches, monkeypatch):
     """A NAVER-format checkpoint at a plain URL with no published hash, converted once (so pinned)."""
-    sd = tiny_state_dict(seed=41)
-    data = checkpoint_bytes(sd)
-    name = f"pins-{os.urandom(4).hex()}.pth"
-    fake_hub.static[name] = data
-    url = f"{fake_hub.url}/static/{name}"
-    manifest = write_manifest(isolated_caches / "m.json", [convertible_entry("icmlm_resnet_tiny", "orig", url, None)])
-    monkeypatch.setenv("ICMLM_ZOO_MANIFEST", str(manifest))
+    w = serve_original(fake_hub, 41, "pins")
+    monkeypatch.setenv("ICMLM_ZOO_MANIFEST", str(write_manifest(isolated_caches / "m.json", [w.entry])))
     timm.create_model(NAME, pretrained=True)
     cache = isolated_caches / "icmlm-cache"
-    return {"sd": sd, "name": name, "url": url, "sha": hashlib.sha256(data).hexdigest(), "pin": pin_path(url),
-            "download": cache / "downloads" / name, "converted": cache / "converted" / NAME}
+    return {"sd": w.sd, "name": w.name, "url": w.url, "sha": hashlib.sha256(w.data).hexdigest(), "pin": pin_path(w.url),
+            "download": cache / "downloads" / w.name, "converted": cache / "converted" / NAME}
 
 
 def _serve_another_checkpoint(original, fake_hub) -> str:

@@ -15,9 +15,8 @@ from zoo_helpers import (
     assert_same_weights,
     checkpoint_bytes,
     convertible_entry,
-    published_entry,
+    publish_tiny,
     refused_port,
-    safetensors_bytes,
     tiny_state_dict,
     write_manifest,
 )
@@ -186,12 +185,9 @@ def test_timm_logs_no_nameless_checkpoint(tmp_path, caplog):
 # -- published (Hub) weights --------------------------------------------------------------------------------------
 @pytest.fixture
 def published(fake_hub, use_manifest):
-    sd = tiny_state_dict(seed=37)
-    data = safetensors_bytes(sd)
-    repo = f"icmlm-test/unreachable-{os.urandom(3).hex()}"
-    revision = fake_hub.commit(repo, {"model.safetensors": data})
-    use_manifest(published_entry("icmlm_resnet_tiny", "hubtest", repo, revision, data))
-    return sd
+    w = publish_tiny(fake_hub, 37, "unreachable")
+    use_manifest(w.entry)
+    return w.sd
 
 
 def test_unreachable_hub_fails_at_once_naming_the_hub_cache(published, monkeypatch):

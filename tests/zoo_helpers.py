@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -104,3 +106,38 @@ def checkpoint_bytes(sd: dict[str, torch.Tensor]) -> bytes:
 def assert_one_exception(err: BaseException) -> None:
     """``err`` would print as one traceback: no cause, no context shown."""
     assert err.__cause__ is None and (err.__context__ is None or err.__suppress_context__), repr(err.__context__)
+
+
+@dataclass(frozen=True)
+class Served:
+    """Test weights put on the loopback Hub stand-in (``tests/fakehub.py``), with the manifest entry listing them."""
+
+    sd: dict[str, torch.Tensor]
+    data: bytes
+    entry: dict
+    repo: str | None = None  # published weights: the Hub repo and its commit
+    revision: str | None = None
+    name: str | None = None  # an original checkpoint: its file name and plain URL
+    url: str | None = None
+
+
+def publish_tiny(fake_hub, seed: int, prefix: str) -> Served:
+    """A tiny trunk's weights committed to the Hub stand-in as ``model.safetensors`` in a fresh repo
+    ``icmlm-test/PREFIX-…``, listed as ``icmlm_resnet_tiny.hubtest``."""
+    sd = tiny_state_dict(seed=seed)
+    data = safetensors_bytes(sd)
+    repo = f"icmlm-test/{prefix}-{os.urandom(4).hex()}"
+    revision = fake_hub.commit(repo, {"model.safetensors": data})
+    return Served(sd, data, published_entry("icmlm_resnet_tiny", "hubtest", repo, revision, data), repo=repo,
+                  revision=revision)
+
+
+def serve_original(fake_hub, seed: int, prefix: str) -> Served:
+    """A tiny trunk as a NAVER-format checkpoint served at a plain URL of the stand-in (``PREFIX-….pth``), listed
+    as ``icmlm_resnet_tiny.orig`` with no published hash (pinned on first use)."""
+    sd = tiny_state_dict(seed=seed)
+    data = checkpoint_bytes(sd)
+    name = f"{prefix}-{os.urandom(4).hex()}.pth"
+    fake_hub.static[name] = data
+    url = f"{fake_hub.url}/static/{name}"
+    return Served(sd, data, convertible_entry("icmlm_resnet_tiny", "orig", url, None), name=name, url=url)
