@@ -38,7 +38,7 @@ def child_env(defaults: bool = True, extra: dict[str, str] | None = None) -> dic
     with ``ICMLM_ZOO_THREADS=off`` when ``defaults`` is False (torch's own defaults, as before this round)."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "KMP_BLOCKTIME", "GOMP_SPINCOUNT",
-                        "ICMLM_ZOO_THREADS")}
+                        "ICMLM_ZOO_THREADS", "ICMLM_ZOO_SET_ENV")}
     env["TOKENIZERS_PARALLELISM"] = "false"
     if not defaults:
         env["ICMLM_ZOO_THREADS"] = "off"
@@ -123,19 +123,33 @@ def run_measured(cmd: list[str], env: dict[str, str], log: Path, *, memory: bool
 
 
 @contextmanager
-def cpu_hogs(n: int):
-    """``n`` CPU-bound Python processes beside the block (none for 0); always stopped when it ends."""
-    procs = []
+def cpu_hogs(n: int, delay: float = 0.0):
+    """``n`` CPU-bound Python processes beside the block (none for 0), started ``delay`` seconds into it;
+    always stopped when it ends."""
+    procs: list[subprocess.Popen] = []
+    lock = threading.Lock()
+    done = threading.Event()
+
+    def start() -> None:
+        with lock:
+            for _ in range(n if not done.is_set() else 0):
+                procs.append(subprocess.Popen([sys.executable, "-c", HOG_CODE], stdout=subprocess.DEVNULL,
+                                              stderr=subprocess.DEVNULL))
+    timer = threading.Timer(delay, start)
     try:
-        for _ in range(n):
-            procs.append(subprocess.Popen([sys.executable, "-c", HOG_CODE], stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.DEVNULL))
-        yield [p.pid for p in procs]
+        if delay > 0:
+            timer.start()
+        else:
+            start()
+        yield procs
     finally:
-        for p in procs:
-            p.kill()
-        for p in procs:
-            p.wait()
+        timer.cancel()
+        with lock:
+            done.set()
+            for p in procs:
+                p.kill()
+            for p in procs:
+                p.wait()
 
 
 def scratch_dir(prefix: str) -> tempfile.TemporaryDirectory:

@@ -107,13 +107,16 @@ def test_bench_contention_machinery(results, stand_in_demo):
     import bench_contention
     import demo_runs
     before = set(demo_runs._children(os.getpid()))
-    assert bench_contention.main(["--steps", "7", "--hogs", "0,1"]) == 0
-    assert set(demo_runs._children(os.getpid())) <= before  # every hog was stopped
+    assert bench_contention.main(["--steps", "7", "--hogs", "0,1", "--late", "0.05"]) == 0
+    assert set(demo_runs._children(os.getpid())) <= before  # every hog was stopped, the late ones too
     data = _load(results, "contention")
-    assert len(stand_in_demo) == 4 and all(c[1] == 7 and "eval.every=0" in c[2] for c in stand_in_demo)
-    assert set(data["medians"]) == set(bench_contention.SETTINGS)
-    for setting in data["medians"].values():
-        assert setting["0"]["cpu_s"] >= 0.25                    # the child's own CPU time was counted
+    assert len(stand_in_demo) == 5 and all(c[1] == 7 and "eval.every=0" in c[2] for c in stand_in_demo)
+    late = bench_contention.LATE.format(late=0.05)
+    assert set(data["medians"]) == {*bench_contention.SETTINGS, late}
+    assert set(data["medians"][late]) == {"1"}                  # late processes only where there are some
+    for name in bench_contention.SETTINGS:
+        assert data["medians"][name]["0"]["cpu_s"] >= 0.25     # the child's own CPU time was counted
+    assert {r[2] for r in data["rows"]} == {"?"}                # the stand-in reports no thread count
     assert [g["goal"] for g in data["goals"]] == [
         "shortened demo beside 1 CPU-bound process(es) / alone, new defaults"]
 

@@ -52,6 +52,29 @@ def test_killed_and_resumed_equals_uninterrupted(tmp_path, tag_file, text_side):
     assert sa["scheduler"] == sb["scheduler"]
 
 
+def test_resume_runs_on_the_thread_count_the_run_started_with(tmp_path, tag_file, text_side, capsys):
+    """A CPU run saves its intra-op thread count in config.yaml and a resume runs on it, even where the
+    resuming process has another (the floating-point results depend on it: a run on two threads differs)."""
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert main(tiny_args(tag_file, "--out", str(a), steps=9)) == 0
+        assert main(tiny_args(tag_file, "--out", str(b), "--set", "run.stop_after=4", steps=9)) == 0
+        assert "threads: 1\n" in (b / "config.yaml").read_text()
+        torch.set_num_threads(2)
+        assert main(tiny_args(tag_file, "--out", str(c), steps=9)) == 0
+        capsys.readouterr()
+        assert main(["--out", str(b), "--resume"]) == 0
+        assert "CPU threads: 1 (run.threads" in capsys.readouterr().out
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    sa, sb, sc = (_final_state(r)["model"] for r in (a, b, c))
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)  # two threads: other results
+
+
 def test_existing_run_folder_is_refused(tmp_path, tag_file, capsys):
     run = tmp_path / "run"
     run.mkdir()

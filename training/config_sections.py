@@ -48,6 +48,9 @@ class RunSection:
     name: str = key("run", _S, "run folder prefix: runs/<name>-<timestamp>")
     seed: int = key(0, integer(0, 2**32 - 1))
     device: str = key("auto", choice("auto", "cpu", "cuda"))
+    threads: str | int = key("auto", Either(choice("auto"), integer(1)),
+                             "CPU training's intra-op threads: auto = the cores other processes leave idle at the "
+                             "start; the number used is saved in RUN/config.yaml, so a resume uses it too")
     retain_memory: str | bool = key("auto", choice("auto", True, False),
                                     "keep freed memory in the process (glibc): auto = on for CPU training")
     log_every: int = key(10, integer(1), "steps between log lines / CSV rows")

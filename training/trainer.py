@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from icmlm_zoo.cpu_threads import threads_for_run
+
 from . import checkpoint as ckpt
 from .attention_figure import held_out_figure_quietly
 from .config import Config, dump
@@ -71,6 +73,20 @@ def train(cfg: Config, run_dir: Path, info: DistInfo, *, resume: bool = False, t
     return loop.run()
 
 
+def _set_cpu_threads(cfg: Config, info: DistInfo) -> None:
+    """Set torch's intra-op threads for ``run.threads`` and write the number into ``cfg`` (saved in the run's
+    config.yaml: a resume runs on the same count, which the floating-point results depend on)."""
+    current = torch.get_num_threads()
+    if info.enabled and cfg.run.threads == "auto":  # ranks share the machine: their launcher set the count
+        n, why = current, "the launcher's setting"
+    else:
+        n, why = threads_for_run(cfg.run.threads, current)
+    if n != current:
+        torch.set_num_threads(n)
+    cfg.run.threads = n
+    say(f"CPU threads: {n} ({why}; run.threads=N sets it)", info)
+
+
 class _Window:
     """Training metrics summed since the last log line."""
 
@@ -108,6 +124,8 @@ class _Loop:
     def __init__(self, cfg: Config, run_dir: Path, info: DistInfo, resume: bool, text) -> None:
         self.cfg, self.run_dir, self.info = cfg, run_dir, info
         self.pipe: Pipeline = build_pipeline(cfg, run_dir, info, text=text)
+        if info.device.type == "cpu":
+            _set_cpu_threads(cfg, info)  # after the start-up: the window that measures the other processes' load
         self.model = self.pipe.model.to(info.device)
         o, t = cfg.optim, cfg.train
         self.steps_per_epoch = max(1, self.pipe.train.batches_per_epoch // o.accum_steps)
