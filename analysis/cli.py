@@ -16,7 +16,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from icmlm_zoo.cli_support import HelpFormatter, MissingExtraError, add_version, require_extras
+from icmlm_zoo.cli_support import HelpFormatter, MissingExtraError, add_version, exit_without_teardown, require_extras
 from icmlm_zoo.cpu_threads import configure_cpu_threads
 from icmlm_zoo.errors import IcmlmZooError
 from icmlm_zoo.evaluation.heartbeat import Heartbeat
@@ -186,6 +186,13 @@ def _add_run_commands(add) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``icmlm-eval``; returns the exit status (user mistakes are printed as one line)."""
     configure_cpu_threads(restart=argv is None)  # first: OpenMP's wait policy must precede torch (busy CPUs)
+    status = _main(argv)
+    if argv is None:  # the command line, not a call from Python
+        exit_without_teardown(status)
+    return status
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         for extra, modules in NEEDS[args.command]:

@@ -1,9 +1,10 @@
 """Registering the backbones in timm, and the installed version.
 
 A library import (``import icmlm_zoo``) registers the backbones at once: it imports timm and torch. The console
-scripts (``icmlm-zoo``, ``icmlm-train``, ``icmlm-eval``) must answer ``-h`` and ``--version`` without torch, so in
-their processes the registration waits until timm is first imported (by the command that runs); it happens then,
-before any code can ask timm for an ``icmlm_*`` model.
+scripts (``icmlm-zoo``, ``icmlm-train``, ``icmlm-eval``; ``python -m icmlm_zoo[.training]``) must answer ``-h`` and
+``--version`` without torch, and set OpenMP's wait policy before torch loads it, so in their processes the
+registration waits until timm is first imported (by the command that runs); it happens then, before any code
+can ask timm for an ``icmlm_*`` model.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 from types import ModuleType
 
 CONSOLE_SCRIPTS = ("icmlm-zoo", "icmlm-train", "icmlm-eval")
+MODULE_COMMANDS = ("icmlm_zoo", "icmlm_zoo.training")  # python -m ...: the same commands
 MODELS_MODULE = "icmlm_zoo.models"  # importing it registers the backbones
 
 
@@ -28,9 +30,13 @@ def installed_version() -> str:
 
 
 def in_console_script() -> bool:
-    """Whether this process is one of the package's console scripts."""
+    """Whether this process is one of the package's console scripts, or the same command run as
+    ``python -m icmlm_zoo`` / ``python -m icmlm_zoo.training``."""
     argv = getattr(sys, "argv", None) or [""]
-    return Path(argv[0]).stem in CONSOLE_SCRIPTS
+    if Path(argv[0]).stem in CONSOLE_SCRIPTS:
+        return True
+    orig = list(getattr(sys, "orig_argv", ()))  # the interpreter's own arguments (Python >= 3.10)
+    return any(a == "-m" and b in MODULE_COMMANDS for a, b in zip(orig, orig[1:]))
 
 
 class _ThenRegister(importlib.abc.Loader):

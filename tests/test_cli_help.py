@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -201,3 +203,17 @@ def test_version_and_help_answer_without_importing_torch(tool, module, flag, tmp
 def test_eval_parser_mask_sets_are_the_diagnosis_ones():
     from icmlm_zoo.analysis.binding_diagnosis import MASK_SETS
     assert eval_cli.MASK_SETS == MASK_SETS
+
+
+def test_commands_end_without_the_interpreters_teardown_but_lose_nothing(tmp_path):
+    """exit_without_teardown: the status, buffered output and exit handlers (logging, multiprocessing's clean-up)
+    all survive; only the teardown (module freeing, C++ static destructors) is skipped."""
+    code = (f"import atexit, pathlib, sys\n"
+            f"from icmlm_zoo.cli_support import exit_without_teardown\n"
+            f"atexit.register(lambda: pathlib.Path({str(tmp_path / 'handler-ran')!r}).write_text('yes'))\n"
+            f"sys.stdout.write('buffered, not flushed')\n"
+            f"exit_without_teardown(3)\n"
+            f"print('never reached')\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 3 and res.stdout == "buffered, not flushed", res
+    assert (tmp_path / "handler-ran").read_text() == "yes"

@@ -69,3 +69,17 @@ def test_export_detectron2_help_still_lists_its_arguments(capsys):
     with pytest.raises(SystemExit):
         main(["export-detectron2", "-h"])
     assert "--arch" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("module", ["icmlm_zoo", "icmlm_zoo.training"])
+def test_python_dash_m_is_as_light_as_the_console_script(module, tmp_path):
+    """`python -m icmlm_zoo.training` is `icmlm-train`: it answers --version without torch, and so sets OpenMP's
+    wait policy before torch loads it instead of restarting itself."""
+    probe = tmp_path / "sitecustomize.py"  # runs at interpreter start: reports what the command imported
+    probe.write_text("import atexit, sys\natexit.register(lambda: print('TORCH' if 'torch' in sys.modules "
+                     "else 'NO TORCH', file=sys.stderr))\n")
+    env = {**__import__("os").environ, "PYTHONPATH": str(tmp_path)}
+    res = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True, text=True, timeout=120,
+                         env=env, cwd=tmp_path)
+    assert res.returncode == 0 and res.stdout.strip(), res.stderr
+    assert res.stderr.strip().splitlines()[-1] == "NO TORCH", res.stderr

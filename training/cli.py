@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from icmlm_zoo.cli_support import HelpFormatter, MissingExtraError, add_version, require_extras
+from icmlm_zoo.cli_support import HelpFormatter, MissingExtraError, add_version, exit_without_teardown, require_extras
 from icmlm_zoo.cpu_threads import configure_cpu_threads
 
 # The trainer's modules (torch, yaml, transformers) are imported inside the commands, not here: -h and --version
@@ -233,10 +233,13 @@ def main(argv: list[str] | None = None) -> int:
     Ctrl-C is exit status 130 with the way to continue)."""
     configure_cpu_threads(restart=argv is None)  # first: OpenMP's wait policy must precede torch (busy CPUs)
     try:
-        return _main(argv)
+        status = _main(argv)
     except KeyboardInterrupt:
         print("icmlm-train: stopped (Ctrl-C)", file=sys.stderr)
-        return 130
+        status = 130
+    if argv is None:  # the command line, not a call from Python
+        exit_without_teardown(status)
+    return status
 
 
 def _main(argv: list[str] | None) -> int:
