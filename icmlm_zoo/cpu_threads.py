@@ -76,7 +76,7 @@ def cpu_sample(stat_text: str | None = None, cpus: set[int] | None = None, own: 
     hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
     busy, seen = 0, 0
     for line in text.splitlines():
-        name, *fields = line.split()
+        name, *fields = line.split() or [""]
         if not (name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in allowed):
             continue
         v = [int(x) for x in fields[:8]] + [0] * (8 - len(fields[:8]))

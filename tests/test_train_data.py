@@ -192,3 +192,22 @@ def test_webdataset_splits_by_rank_and_worker(tmp_path, text_side, world):
         assert len(caps) + errors == 20 // world
     union = set().union(*seen_per_rank)
     assert sum(len(s) for s in seen_per_rank) == len(union) == 19  # disjoint across ranks; 1 corrupt image
+
+
+def test_held_out_loader_workers_and_the_workers_memory_policy(text_side):
+    """eval.num_workers sets the held-out loader's workers apart from training's (the demo renders its 512
+    held-out scenes in the process rather than fork a worker from the grown training process at the end); every
+    loader worker gives glibc's defaults back (training/memory.loader_worker_memory)."""
+    from icmlm_zoo.training.config import load_config
+    from icmlm_zoo.training.data import Collator, SampleBuilder, build_loader
+    from icmlm_zoo.training.memory import loader_worker_memory
+    loaders = {}
+    for over in (["eval.num_workers=null"], ["eval.num_workers=0"]):
+        cfg = load_config("demo", None, ["data.num_workers=2", "data.synthetic.num_images=8", "train.batch_size=4",
+                                         "data.synthetic.val_images=4", *over])
+        builder = SampleBuilder(lambda im: im, None, None)
+        loaders[over[0].endswith("0")] = {split: build_loader(cfg, split, builder, Collator(0)).loader
+                               for split in ("train", "val")}
+    assert loaders[False]["train"].num_workers == loaders[False]["val"].num_workers == 2  # null: data.num_workers
+    assert loaders[True]["train"].num_workers == 2 and loaders[True]["val"].num_workers == 0
+    assert {d.worker_init_fn for v in loaders.values() for d in v.values()} == {loader_worker_memory}

@@ -106,6 +106,31 @@ def test_reduced_precision_encoder_is_a_copy(text_side):
     assert (out.float()[att] - ref[att]).abs().mean() < 0.01
 
 
+def test_text_side_kept_in_bf16_computes_what_the_bf16_copy_does(text_side):
+    """CPU training under bf16 autocast loads the frozen text model in bf16 only (no fp32 original beside a copy):
+    the encoder's states and the tied MLM head's logits are bit-identical to the copy's, at a third of the
+    memory."""
+    from icmlm_zoo.training.pipeline import frozen_text_dtype
+    from icmlm_zoo.training.text import load_text_side
+    bf16 = load_text_side("minilm", cache=False, dtype=torch.bfloat16)
+    params = list(bf16.encoder.parameters())
+    assert {p.dtype for p in params} == {torch.bfloat16} and bf16.encoder.config._attn_implementation == "eager"
+    b = _batch(text_side, n=3)
+    copy_path = FrozenTextRunner(text_side.encoder, "bf16", "bf16")(b["input_ids"], b["attention_mask"])
+    in_place = FrozenTextRunner(bf16.encoder, "bf16", "bf16")(b["input_ids"], b["attention_mask"])
+    assert torch.equal(copy_path, in_place)
+    torch.manual_seed(0)
+    head_copy = text_side.make_mlm_head()
+    torch.manual_seed(0)
+    head_bf16 = bf16.make_mlm_head()
+    x = torch.randn(5, text_side.width)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(head_copy(x), head_bf16(x))
+    assert frozen_text_dtype(load_config("demo", None, ["train.amp=bf16"]), torch.device("cpu")) == torch.bfloat16
+    for amp, device in (("none", "cpu"), ("bf16", "cuda")):  # no autocast: the tied head computes in fp32
+        assert frozen_text_dtype(load_config("demo", None, [f"train.amp={amp}"]), torch.device(device)) is None
+
+
 def test_resolve_text_dtype():
     cpu = torch.device("cpu")
     assert resolve_text_dtype("fp32", "bf16", cpu) == torch.float32
@@ -149,8 +174,11 @@ def test_optimizer_and_loader_settings():
         optimizer_kwargs("turbo", p)
     from icmlm_zoo.training.config_sections import DataSection
     assert loader_kwargs(DataSection(pin_memory="auto", num_workers=2, prefetch_factor=3), "cpu") == \
-        {"pin_memory": False, "prefetch_factor": 3}
-    assert loader_kwargs(DataSection(pin_memory="auto", num_workers=0), "cuda") == {"pin_memory": True}
+        {"num_workers": 2, "pin_memory": False, "prefetch_factor": 3}
+    assert loader_kwargs(DataSection(pin_memory="auto", num_workers=0), "cuda") == \
+        {"num_workers": 0, "pin_memory": True}
+    assert loader_kwargs(DataSection(num_workers=2), "cpu", num_workers=0) == \
+        {"num_workers": 0, "pin_memory": False}  # eval.num_workers for the held-out split
 
 
 def test_speed_config_keys():

@@ -62,3 +62,32 @@ def test_spacy_pipeline_official_name_or_folder_else_the_one_line_way_to_get_it(
     assert tags.missing_spacy_pipeline() is None
     nlp = tags.load_spacy()  # the pinned copy of the [demo] extra, verified first
     assert [t.pos_ for t in nlp("a red dog runs")][1:3] == ["ADJ", "NOUN"]
+
+
+def test_training_mines_its_tags_in_a_child_process(tmp_path):
+    """mine_tags_apart: the same tags as mine_tags, but spaCy is loaded in a forked child and never in the
+    training process (its ~100 MB would stay there for the whole run); the child's errors come back whole."""
+    import subprocess
+    import sys
+    code = """
+import json, os, sys
+from icmlm_zoo.training import tags
+caps = ["a brown dog runs on the beach", "two dogs play with a red ball", "a brown dog sleeps"] * 3
+apart = tags.mine_tags_apart(caps, pos=["NOUN", "ADJ"], min_count=3)
+clean = "spacy" not in sys.modules and "nlp" not in tags._SPACY
+os.environ["ICMLM_ZOO_SPACY_MODEL"] = "no_such_pipeline"
+try:
+    tags.mine_tags_apart(caps)
+    error = None
+except RuntimeError as e:
+    error = str(e)
+print(json.dumps({"apart": apart, "clean": clean, "error": error}))
+"""
+    env = {k: v for k, v in __import__("os").environ.items() if k != "ICMLM_ZOO_SPACY_MODEL"}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    caps = ["a brown dog runs on the beach", "two dogs play with a red ball", "a brown dog sleeps"] * 3
+    assert [tuple(t) for t in out["apart"]] == mine_tags(caps, pos=["NOUN", "ADJ"], min_count=3)
+    assert out["clean"], "spaCy was loaded in the training process"
+    assert "ICMLM_ZOO_SPACY_MODEL=no_such_pipeline" in out["error"]

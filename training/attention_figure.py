@@ -71,10 +71,11 @@ def render(image, caption: str, masks: Sequence[dict[str, Any]], out_dir: str | 
     return paths
 
 
-def held_out_figure(run_dir: str | Path, *, seed: int = 10_000, index: int = 0) -> Path | None:
+def held_out_figure(run_dir: str | Path, *, seed: int = 10_000, index: int = 0, text=None) -> Path | None:
     """``RUN/attention.png``: a held-out embedded scene (``seed``, ``index``) with its first object's colour word
-    masked, and where the run's masked-word head looks. None when the run has no masked-word head."""
-    run = load_run(run_dir)
+    masked, and where the run's masked-word head looks (``text``: the run's loaded text side, if at hand). None
+    when the run has no masked-word head."""
+    run = load_run(run_dir, text=text)
     if run.model.fusion_kind is None:
         return None
     size = int(run.config.data.image_size)
@@ -90,11 +91,11 @@ def held_out_figure(run_dir: str | Path, *, seed: int = 10_000, index: int = 0) 
     return out.replace(out.with_name("attention.png"))
 
 
-def held_out_figure_quietly(run_dir: str | Path) -> Path | None:
+def held_out_figure_quietly(run_dir: str | Path, text=None) -> Path | None:
     """:func:`held_out_figure` at the end of a run: prints its path; a missing matplotlib is a one-line note,
     never a failed run."""
     try:
-        path = held_out_figure(run_dir)
+        path = held_out_figure(run_dir, text=text)
     except (MissingExtraError, OSError) as e:
         print(f"note: no attention figure: {e}", file=sys.stderr)
         return None

@@ -250,6 +250,8 @@ class EvalSection:
     at_end: bool = key(True, _B)
     every: int = key(0, integer(0), "steps between evaluations (0 = only at the end)")
     max_batches: int = key(50, integer(1))
+    num_workers: int | None = key(None, integer(0, none=True),
+                                  "loader workers of the held-out evaluation (null = data.num_workers)")
 
 
 @dataclass

@@ -28,7 +28,7 @@ from .masking import tokenize_words
 from .model import ICMLM, build_model
 from .run_folder import read_run_config
 from .tags import load_tags, split_words
-from .text import load_text_side
+from .text import TextSide, load_text_side
 
 __all__ = ["LoadedRun", "load_run", "encode_masked_captions", "predict_masked", "is_run_dir", "RUN_SOURCE"]
 
@@ -51,13 +51,16 @@ class LoadedRun:
     data_config: dict[str, Any] = field(default_factory=dict)
 
 
-def load_run(run_dir: str | Path, checkpoint: str | int = "last", device: str | torch.device = "cpu") -> LoadedRun:
+def load_run(run_dir: str | Path, checkpoint: str | int = "last", device: str | torch.device = "cpu", *,
+             text: TextSide | None = None) -> LoadedRun:
     """Rebuild the model of ``run_dir`` from its ``config.yaml`` and load a checkpoint (``last``, a step
-    number or a file); the frozen text encoder is reloaded from its source (``text.model``)."""
+    number or a file); the frozen text encoder is reloaded from its source (``text.model``), unless ``text``
+    (the run's own, already loaded: the trainer at the end of a run) is given."""
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
-    text = None
-    if cfg.model.fusion is not None:
+    if cfg.model.fusion is None:
+        text = None
+    elif text is None:
         text = load_text_side(cfg.text.model)
     tags = None
     if cfg.tags.file:

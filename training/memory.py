@@ -6,7 +6,7 @@ import ctypes
 import platform
 from typing import Any
 
-__all__ = ["retain_freed_memory", "resolve_retain_memory"]
+__all__ = ["retain_freed_memory", "resolve_retain_memory", "loader_worker_memory"]
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt(3) parameters
 
@@ -36,3 +36,12 @@ def resolve_retain_memory(value: Any, device_type: str) -> bool:
     if value == "auto":
         return device_type == "cpu"
     return bool(value)
+
+
+def loader_worker_memory(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: glibc's defaults again in a loader worker (large blocks mapped afresh and
+    unmapped when freed, the heap trimmed). A forked worker inherits :func:`retain_freed_memory` and its parent's
+    heap, so its own large buffers (decoded images, batches) were carved out of the blocks the training process
+    had freed, and every page they touched was copied (copy-on-write): private memory that grew with the parent
+    (docs/performance.md, "Memory")."""
+    retain_freed_memory(False)

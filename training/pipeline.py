@@ -6,16 +6,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from .amp import resolve_amp
 from .config_sections import Config, TagsSection
 from .data import Collator, EpochLoader, SampleBuilder, build_loader, build_source
 from .data.transforms import run_preprocessing, run_transforms
 from .distributed import DistInfo, barrier, is_main
 from .masking import CaptionMasker
 from .model import ICMLM, build_model
-from .tags import load_tags, masking_groups, mine_tags, write_tags
+from .tags import load_tags, masking_groups, mine_tags_apart, write_tags
 from .text import TextSide, load_text_side
+from .text_runner import resolve_text_dtype
 
-__all__ = ["Pipeline", "build_pipeline", "resolve_tags"]
+__all__ = ["Pipeline", "build_pipeline", "resolve_tags", "frozen_text_dtype"]
 
 
 @dataclass
@@ -50,7 +54,8 @@ def _write_run_tags(t: TagsSection, local: Path, source) -> None:
             raise ValueError("tags.source=mine needs a map-style data set; for WebDataset run "
                              "`icmlm-train build-tags` first and set tags.source=file")
         n = min(len(source), t.max_captions)
-        mined = mine_tags([source.caption(i) for i in range(n)], pos=t.pos, min_count=t.min_count, top_k=t.top_k)
+        mined = mine_tags_apart([source.caption(i) for i in range(n)], pos=t.pos, min_count=t.min_count,
+                                top_k=t.top_k)
         if not mined:
             raise ValueError(f"no tag reached tags.min_count={t.min_count} in {n} captions; lower it")
         write_tags(mined, local, source=f"mined from {n} training captions")
@@ -71,12 +76,22 @@ def resolve_tags(cfg: Config, run_dir: Path, source, info: DistInfo) -> list[str
     return load_tags(local)
 
 
+def frozen_text_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
+    """The dtype to load the frozen text model in for a run on ``device``: bf16 for CPU training under bf16
+    autocast with a bf16 encoder (what the run computes with; no fp32 original kept beside it), else None (the
+    checkpoint's own, with a reduced-precision copy made where the run needs one)."""
+    if device.type != "cpu" or resolve_amp(cfg.train.amp, device) != "bf16":
+        return None
+    dtype = resolve_text_dtype(cfg.text.precision, cfg.train.amp, device)
+    return dtype if dtype == torch.bfloat16 else None
+
+
 def build_pipeline(cfg: Config, run_dir: Path, info: DistInfo, *, text=None) -> Pipeline:
     """Everything but the loop: text side, tags, transforms, loaders and the model."""
     heads = cfg.model.heads
     fusion = cfg.model.fusion is not None
     if text is None and fusion:
-        text = load_text_side(cfg.text.model)
+        text = load_text_side(cfg.text.model, dtype=frozen_text_dtype(cfg, info.device))
     train_source = build_source(cfg.data, "train")
     tags = resolve_tags(cfg, run_dir, train_source, info)
     masker = None

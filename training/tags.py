@@ -17,8 +17,8 @@ from tqdm.auto import tqdm
 
 from .demo_assets import SPACY_SM, installed_folder, verify_files
 
-__all__ = ["WORD_RE", "split_words", "load_spacy", "mine_tags", "write_tags", "load_tags", "load_tag_pos",
-           "load_word_groups", "masking_groups", "read_captions", "missing_spacy_pipeline"]
+__all__ = ["WORD_RE", "split_words", "load_spacy", "mine_tags", "mine_tags_apart", "write_tags", "load_tags",
+           "load_tag_pos", "load_word_groups", "masking_groups", "read_captions", "missing_spacy_pipeline"]
 
 WORD_RE = re.compile(r"\w+|[^\w\s]")
 
@@ -111,6 +111,18 @@ def mine_tags(captions: Iterable[str], *, pos: Iterable[str] = ("NOUN", "ADJ", "
     items = [(w, c) for w, c in counts.items() if c >= min_count]
     items.sort(key=lambda wc: (-wc[1], wc[0]))
     return [(w, c, pos_counts[w].most_common(1)[0][0]) for w, c in items[:top_k]]
+
+
+def mine_tags_apart(captions: list[str], **kwargs) -> list[tuple[str, int, str]]:
+    """:func:`mine_tags` in a forked child process, so that spaCy (~100 MB with its model, and the buffers of
+    its pipeline) leaves with the child instead of staying in the training process for the whole run (and in
+    the loader workers it forks). In this process where it cannot fork, or where spaCy is loaded already."""
+    import multiprocessing
+    if "nlp" in _SPACY or "fork" not in multiprocessing.get_all_start_methods():
+        return mine_tags(captions, **kwargs)
+    from concurrent.futures import ProcessPoolExecutor
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+        return pool.submit(mine_tags, list(captions), **kwargs).result()
 
 
 def write_tags(tags: list[tuple[str, int, str]] | list[str], path: str | Path, *, source: str = "",

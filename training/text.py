@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from icmlm_zoo.cache import is_offline
 
 from .demo_assets import MINILM, demo_asset_path
-from .text_runner import FrozenCopy
+from .text_runner import FrozenCopy, eager_attention_on_cpu
 
 __all__ = ["resolve_text_model", "load_tokenizer", "TextSide", "load_text_side", "TiedMLMHead", "PretrainedMLMHead"]
 
@@ -138,16 +138,19 @@ class TextSide:
                            eps=getattr(self.encoder.config, "layer_norm_eps", 1e-12))
 
 
-_CACHE: dict[str, TextSide] = {}
+_CACHE: dict[tuple[str, torch.dtype | None], TextSide] = {}
 
 
-def load_text_side(name: str, *, cache: bool = True) -> TextSide:
+def load_text_side(name: str, *, cache: bool = True, dtype: torch.dtype | None = None) -> TextSide:
     """Load tokenizer + frozen encoder (eval mode, no grad) + the pretrained MLM head if the checkpoint has one.
 
-    Loaded objects are cached per process (they are frozen and shared read-only).
+    ``dtype`` (e.g. ``torch.bfloat16`` for CPU training under bf16 autocast) keeps the frozen weights in that
+    dtype only, with eager attention on the CPU, instead of the checkpoint's fp32 beside a copy made for the run
+    (:class:`~icmlm_zoo.training.text_runner.FrozenCopy`): the same values, a third of the memory.
+    Loaded objects are cached per process and dtype (they are frozen and shared read-only).
     """
-    if cache and name in _CACHE:
-        return _CACHE[name]
+    if cache and (name, dtype) in _CACHE:
+        return _CACHE[name, dtype]
     from transformers import AutoModelForMaskedLM
     from transformers.utils import logging as hf_logging
     path = resolve_text_model(name)
@@ -178,10 +181,13 @@ def load_text_side(name: str, *, cache: bool = True) -> TextSide:
     for p in mlm.parameters():
         p.requires_grad_(False)
     mlm.eval()
+    if dtype is not None and dtype != next(mlm.parameters()).dtype:
+        mlm.to(dtype)
+        eager_attention_on_cpu(encoder, next(mlm.parameters()).device)
     side = TextSide(encoder=encoder, tokenizer=tok, width=int(encoder.config.hidden_size),
                     pretrained_head=head, name=name)
     side._mlm = mlm  # keep the head's owner alive
     log.info("text model %s: width %d, pretrained MLM head: %s", name, side.width, head is not None)
     if cache:
-        _CACHE[name] = side
+        _CACHE[name, dtype] = side
     return side

@@ -19,7 +19,7 @@ import torch.nn as nn
 from .choices import TEXT_PRECISIONS
 
 __all__ = ["FrozenCopy", "FrozenTextRunner", "TextFeatureCache", "resolve_text_dtype", "fast_bf16_cpu", "fast_bf16",
-           "TEXT_PRECISIONS"]
+           "eager_attention_on_cpu", "TEXT_PRECISIONS"]
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -134,10 +134,11 @@ class FrozenCopy:
         return self._copy
 
 
-def _eager_attention_on_cpu(encoder_copy: nn.Module, device: torch.device) -> None:
+def eager_attention_on_cpu(encoder_copy: nn.Module, device: torch.device) -> None:
     """torch's CPU SDPA kernel is slower than plain matmul + softmax for caption-length sequences in bf16 (MiniLM:
-    0.113 -> 0.093 CPU-s per 32 demo captions; bert-base: equal): the encoder's reduced-precision CPU copy uses
-    eager attention; the fp32 original and GPU copies keep SDPA."""
+    0.113 -> 0.093 CPU-s per 32 demo captions; bert-base: equal): the encoder's reduced-precision CPU copy (or
+    the encoder kept in bf16 on the CPU, :func:`~icmlm_zoo.training.text.load_text_side`) uses eager attention;
+    the fp32 original and GPU copies keep SDPA."""
     if device.type == "cpu" and hasattr(encoder_copy, "set_attn_implementation"):
         encoder_copy.set_attn_implementation("eager")
 
@@ -154,7 +155,7 @@ class FrozenTextRunner:
         self.encoder = encoder
         self.precision, self.amp = precision, amp
         self.cache = TextFeatureCache(cache_size) if cache_size else None
-        self._frozen_copy = FrozenCopy(encoder, prepare=_eager_attention_on_cpu)
+        self._frozen_copy = FrozenCopy(encoder, prepare=eager_attention_on_cpu)
 
     def _encode(self, module: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode(), torch.autocast(input_ids.device.type, enabled=False):

@@ -304,6 +304,7 @@ class _Loop:
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
             summary["curves"] = plot_run_quietly(self.run_dir)  # RUN/curves.png (icmlm-train plot RUN)
             if cfg.data.kind == "synthetic" and not self.stopped and self.model.fusion_kind is not None:
-                summary["attention_figure"] = held_out_figure_quietly(self.run_dir)  # RUN/attention.png
+                # RUN/attention.png, with the run's own text side (not a second one loaded)
+                summary["attention_figure"] = held_out_figure_quietly(self.run_dir, self.pipe.text)
         summary["model"] = self.model
         return summary

@@ -10,6 +10,7 @@ from typing import Any, Callable
 import torch
 
 from ..config_sections import CocoData, Config, DataSection, PairsData, SyntheticData, VGData, WebDatasetData
+from ..memory import loader_worker_memory
 from .coco import CocoCaptions
 from .collate import Collator
 from .dataset import ICMLMDataset, SampleBuilder
@@ -87,8 +88,9 @@ def build_loader(cfg: Config, split: str, builder: SampleBuilder, collator: Coll
     d, bs, seed = cfg.data, cfg.train.batch_size, cfg.run.seed
     device_type = "cuda" if cfg.run.device != "cpu" and torch.cuda.is_available() else "cpu"
     # persistent workers stay off: workers would keep a stale copy of the data set's epoch (augmentation seed)
-    common = dict(num_workers=d.num_workers, collate_fn=collator, persistent_workers=False,
-                  generator=torch.Generator().manual_seed(seed), **loader_kwargs(d, device_type))
+    workers = cfg.eval.num_workers if split == "val" else None  # None: data.num_workers
+    common = dict(collate_fn=collator, persistent_workers=False, generator=torch.Generator().manual_seed(seed),
+                  worker_init_fn=loader_worker_memory, **loader_kwargs(d, device_type, workers))
     if d.kind in STREAMS:
         stream = STREAMS[d.kind](getattr(d, d.kind), split, builder, rank=rank, world_size=world_size, seed=seed)
         if stream is None:
