@@ -64,7 +64,8 @@ def main(argv=None) -> int:
                for h in hogs if runs[s][h]} for s in settings}
     rows, goals = [], []
     for s in settings:
-        alone = med[s if 0 in med[s] else next(iter(settings))][hogs[0]]["wall_s"]
+        ref = s if hogs[0] in med[s] else next(iter(settings))  # the late rows have no run alone: the defaults'
+        alone = med[ref][hogs[0]]["wall_s"]
         for h in med[s]:
             m = med[s][h]
             threads = "/".join(sorted({str(x["threads"]) for x in runs[s][h]}))
